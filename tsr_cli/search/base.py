@@ -1,0 +1,177 @@
+"""What every search strategy shares: config, cost accounting and the batched turn.
+
+A strategy finishes a list of *real* episodes in place. It may fork them as
+often as it likes to try candidates; forks step cloned environments, whose
+steps count as simulated. When a strategy has chosen a trajectory it replays
+that trajectory's responses on the real episode, so the real environment is
+stepped exactly once per action of the returned trajectory and never by a
+discarded candidate.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from tsr_cli.agent.episode import Episode, StepMeter
+from tsr_cli.agent.trajectory import Turn
+from tsr_cli.policies.base import Completion, Policy, SamplingParams
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Which strategy, and its knobs."""
+
+    strategy: str = "none"
+    #: M: candidates per beam and turn (beam, lookahead); N samples per episode (best-of-n)
+    candidates: int = 4
+    #: B: beams kept per episode (beam)
+    beam_width: int = 1
+    #: D: extra turns rolled out to score a candidate (lookahead)
+    depth: int = 2
+    #: lookahead roll-outs decode greedily instead of sampling
+    lookahead_greedy: bool = False
+    #: score stochastic outcomes with fresh RNGs, averaged over `fresh_samples`
+    fresh_rng: bool = False
+    fresh_samples: int = 4
+    #: scorer name (`env_reward`, `heuristic`) or `module:function`
+    scorer: str = "env_reward"
+    #: seed for the fresh-RNG clones
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"unknown search strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}"
+            )
+        for name in ("candidates", "beam_width", "fresh_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"search.{name} must be >= 1, got {getattr(self, name)}")
+        if self.depth < 0:
+            raise ValueError(f"search.depth must be >= 0, got {self.depth}")
+
+
+@dataclass
+class SearchCost:
+    """What a rollout spent."""
+
+    tokens_generated: int = 0
+    generate_calls: int = 0
+    sequences: int = 0
+    meter: StepMeter = field(default_factory=StepMeter)
+    wall_seconds: float = 0.0
+
+    @property
+    def env_steps(self) -> int:
+        return self.meter.env_steps
+
+    @property
+    def sim_env_steps(self) -> int:
+        return self.meter.sim_env_steps
+
+    def as_dict(self) -> dict:
+        return {
+            "tokens_generated": self.tokens_generated,
+            "generate_calls": self.generate_calls,
+            "env_steps": self.env_steps,
+            "sim_env_steps": self.sim_env_steps,
+            "wall_seconds": round(self.wall_seconds, 3),
+        }
+
+
+class SearchContext:
+    """The policy, sampling params, scorer and cost counters one rollout shares."""
+
+    def __init__(self, policy: Policy, params: SamplingParams, cfg: SearchConfig,
+                 scorer: Callable, cost: SearchCost):
+        self.policy = policy
+        self.params = params
+        self.cfg = cfg
+        self.scorer = scorer
+        self.cost = cost
+        self._fresh_seed = cfg.seed * 1_000_003
+
+    def generate(self, episodes: Sequence[Episode], n: int, greedy: bool = False):
+        """One batched policy call for every episode's prompt, `n` samples each."""
+        params = self.params
+        if greedy:
+            params = SamplingParams(0.0, 1.0, params.max_new_tokens, params.stop)
+        out = self.policy.generate([ep.prompt() for ep in episodes], n, params)
+        self.cost.generate_calls += 1
+        for group in out:
+            self.cost.sequences += len(group)
+            self.cost.tokens_generated += sum(len(c.token_ids) for c in group)
+        return out
+
+    def advance(self, episodes: Sequence[Episode], greedy: bool = False) -> None:
+        """Play one turn of every unfinished episode with one sample each."""
+        live = [ep for ep in episodes if not ep.done]
+        if live:
+            for ep, (completion,) in zip(live, self.generate(live, 1, greedy)):
+                ep.apply(completion)
+
+    def play_out(self, episodes: Sequence[Episode], greedy: bool = False) -> None:
+        while any(not ep.done for ep in episodes):
+            self.advance(episodes, greedy)
+
+    def score(self, parent: Episode, child: Episode, turns: Sequence[Turn],
+              completion: Completion | None = None) -> float:
+        """Score what `child` reached from `parent` through `turns`.
+
+        With `fresh_rng`, the first turn's response is re-run on `fresh_samples`
+        clones with new RNGs and the scores are averaged (SPEC section 3).
+        """
+        if self.cfg.fresh_rng and completion is not None:
+            return self._fresh_score(parent, completion)
+        actions = [a for t in turns for a in t.actions]
+        rewards = [r for t in turns for r in t.rewards]
+        return float(self.scorer(parent.env, actions, child.env, rewards))
+
+    def _fresh_score(self, parent: Episode, completion: Completion) -> float:
+        total = 0.0
+        for _ in range(self.cfg.fresh_samples):
+            self._fresh_seed += 1
+            sim = parent.fork(fresh_rng=True, seed=self._fresh_seed)
+            turn = sim.apply(completion)
+            total += self.scorer(parent.env, list(turn.actions), sim.env, list(turn.rewards))
+        return total / self.cfg.fresh_samples
+
+
+def rank_key(turn_ok: bool, score: float, ret: float) -> tuple:
+    """Candidates sort by this, descending: valid first, then score, then return so far."""
+    return (bool(turn_ok), float(score), float(ret))
+
+
+def outcome_key(ep: Episode) -> tuple:
+    """Finished trajectories sort by this, descending: success, then return."""
+    return (bool(ep.traj.success), ep.traj.total_return)
+
+
+def top(items: list, key: Callable, k: int) -> list:
+    """The k best items, highest key first; ties keep their original order."""
+    order = sorted(range(len(items)), key=lambda i: (key(items[i]), -i), reverse=True)
+    return [items[i] for i in order[:k]]
+
+
+class CloneMismatch(RuntimeError):
+    """Replaying a chosen trajectory on the real env gave another outcome than on its clone."""
+
+
+def replay(real: Episode, chosen: Episode) -> None:
+    """Apply the chosen trajectory's responses to the real episode, turn by turn."""
+    for turn in chosen.traj.turns[real.turn:]:
+        real.apply(turn.completion)
+    if real.env.render() != chosen.env.render() or real.done != chosen.done:
+        raise CloneMismatch(
+            f"{real.traj.env_name} seed {real.traj.seed}: the real environment diverged from "
+            "its clone on replay; clone() must copy the whole state, RNG included"
+        )
+
+
+Strategy = Callable[[SearchContext, list], None]
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register_strategy(name: str, fn: Strategy) -> None:
+    STRATEGIES[name] = fn

@@ -1,0 +1,121 @@
+"""The four search strategies (SPEC section 3).
+
+Each is a plain function `(ctx, episodes) -> None` that finishes the real
+episodes in place. Every policy call of a turn is batched across all episodes
+and candidates: `none` and `best-of-n` make one call per turn, `beam` one,
+and `lookahead` one plus one per look-ahead turn.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from tsr_cli.agent.episode import Episode
+from tsr_cli.search.base import (
+    SearchContext,
+    outcome_key,
+    rank_key,
+    register_strategy,
+    replay,
+    top,
+)
+
+
+def run_none(ctx: SearchContext, episodes: list[Episode]) -> None:
+    """Plain sampling: one response per turn, straight on the real environment."""
+    ctx.play_out(episodes)
+
+
+def run_best_of_n(ctx: SearchContext, episodes: list[Episode]) -> None:
+    """Sample N whole trajectories per episode and keep the best.
+
+    Members of one instance group (same `traj.group`) pool their samples: a
+    group of G keeps its top G of G*N, so G=16 with N=2 is the TSR code's
+    "keep 16 of 32".
+    """
+    n = ctx.cfg.candidates
+    samples = [[ep.fork() for _ in range(n)] for ep in episodes]
+    ctx.play_out([s for per_ep in samples for s in per_ep])
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, ep in enumerate(episodes):
+        groups[ep.traj.group].append(i)
+    for members in groups.values():
+        pool = [s for i in members for s in samples[i]]
+        for i, best in zip(members, top(pool, outcome_key, len(members))):
+            replay(episodes[i], best)
+
+
+class _Beam:
+    __slots__ = ("ep", "key")
+
+    def __init__(self, ep: Episode, key: tuple):
+        self.ep = ep
+        self.key = key
+
+
+def run_beam(ctx: SearchContext, episodes: list[Episode]) -> None:
+    """Each turn, every live beam samples M candidates; the best B of all continue.
+
+    A candidate runs on a clone of its beam and is scored there. Finished
+    beams keep their place in the pool and compete with new candidates. At the
+    end, the beam with the best outcome (success, then return) is replayed.
+    """
+    cfg = ctx.cfg
+    beams = [[_Beam(ep.fork(), rank_key(True, 0.0, 0.0))] for ep in episodes]
+    while True:
+        live = [(i, b) for i, per_ep in enumerate(beams) for b in per_ep if not b.ep.done]
+        if not live:
+            break
+        pools = [[b for b in per_ep if b.ep.done] for per_ep in beams]
+        outs = ctx.generate([b.ep for _, b in live], cfg.candidates)
+        for (i, beam), completions in zip(live, outs):
+            for completion in completions:
+                child = beam.ep.fork()
+                turn = child.apply(completion)
+                score = ctx.score(beam.ep, child, [turn], completion)
+                pools[i].append(_Beam(child, rank_key(turn.format_ok, score, child.traj.total_return)))
+        beams = [top(pool, lambda b: b.key, cfg.beam_width) for pool in pools]
+    for ep, per_ep in zip(episodes, beams):
+        replay(ep, top([b.ep for b in per_ep], outcome_key, 1)[0])
+
+
+def run_lookahead(ctx: SearchContext, episodes: list[Episode]) -> None:
+    """Each turn, sample M candidates and roll each D turns further to score it.
+
+    The candidate is scored by what its look-ahead reached: the scorer sees
+    the state before the candidate, every action and reward of the candidate
+    and its look-ahead turns, and the state at the end. The look-ahead turns
+    are thrown away; only the best candidate's own turn is kept.
+    """
+    cfg = ctx.cfg
+    current = [ep.fork() for ep in episodes]
+    while True:
+        live = [i for i, ep in enumerate(current) if not ep.done]
+        if not live:
+            break
+        outs = ctx.generate([current[i] for i in live], cfg.candidates)
+        cands = []  # (episode index, child, candidate turn, completion)
+        for i, completions in zip(live, outs):
+            for completion in completions:
+                child = current[i].fork()
+                cands.append((i, child, child.apply(completion), completion))
+        probes = [child.fork() for _, child, _, _ in cands]
+        for _ in range(cfg.depth):
+            ctx.advance(probes, greedy=cfg.lookahead_greedy)
+        best: dict[int, tuple] = {}
+        for (i, child, turn, completion), probe in zip(cands, probes):
+            seen = [turn] + probe.traj.turns[child.turn:]
+            score = ctx.score(current[i], probe, seen)
+            key = rank_key(turn.format_ok, score, probe.traj.total_return)
+            if i not in best or key > best[i][0]:
+                best[i] = (key, child)
+        for i, (_, child) in best.items():
+            current[i] = child
+    for ep, chosen in zip(episodes, current):
+        replay(ep, chosen)
+
+
+register_strategy("none", run_none)
+register_strategy("best-of-n", run_best_of_n)
+register_strategy("beam", run_beam)
+register_strategy("lookahead", run_lookahead)
