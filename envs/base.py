@@ -35,7 +35,8 @@ GRID_CHARSET = frozenset("#_OXP√SG.$*@+- \n")
 class TextEnv(gym.Env):
     """Base class: a gymnasium env with text observations and a faithful clone."""
 
-    metadata = {"render_modes": ["ansi"]}
+    # render_fps means nothing for text, but gymnasium's checker warns without it
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     #: legal action words, in action-index order for discrete envs
     action_names: list[str] = []

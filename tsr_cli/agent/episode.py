@@ -87,11 +87,11 @@ class Episode:
         if self.done:
             raise RuntimeError("episode already finished")
         parsed = parse_response(completion.text, self.cfg.max_actions_per_turn)
-        valid, rewards, info, ended = self._run_actions(parsed.parts)
+        valid, executed, rewards, info, ended = self._run_actions(parsed.parts)
         format_ok = parsed.has_answer and bool(parsed.parts) and all(valid)
         reward = sum(rewards) + (0.0 if format_ok else self.cfg.format_penalty)
         turn = Turn(tuple(self.pending), completion, parsed.parts, tuple(valid),
-                    tuple(rewards), float(reward), format_ok, info)
+                    tuple(executed), tuple(rewards), float(reward), format_ok, info)
         self.traj.turns.append(turn)
         self.context += self.pending + list(completion.token_ids)
         self.done = ended or self.turn >= self.cfg.max_turns
@@ -104,7 +104,7 @@ class Episode:
 
     def _run_actions(self, parts):
         """Step the env once per legal part; unknown parts are skipped (no-ops)."""
-        valid, rewards, info, ended = [], [], {}, False
+        valid, executed, rewards, info, ended = [], [], [], {}, False
         for part in parts:
             action = self.env.parse_action(part)
             if action is None:
@@ -112,13 +112,14 @@ class Episode:
                 continue
             self.observation, r, terminated, truncated, info = self.env.step(action)
             self._count_step()
+            executed.append(part)
             valid.append(bool(info.get("action_is_valid", True)))
             rewards.append(float(r))
             self.traj.success = bool(info.get("success", False))
             if terminated or truncated:
                 ended = True
                 break
-        return valid, rewards, info, ended
+        return valid, executed, rewards, info, ended
 
     def _count_step(self) -> None:
         if self.real:

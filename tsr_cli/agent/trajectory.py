@@ -21,7 +21,9 @@ class Turn:
     prompt_ids:   [P] tokens added to the context before this response (mask 0)
     completion:   the sampled response: token_ids [R], logprobs [R] under the sampler
     actions:      the action strings the response asked for (after the K cut)
-    valid:        per action, whether the environment accepted it
+    valid:        per attempted action, whether the environment accepted it; actions
+                  after the episode ended are not attempted
+    executed:     the actions that stepped the environment, in order
     rewards:      per executed action, the environment reward
     reward:       sum(rewards) plus the format penalty, if any
     format_ok:    False if there was no answer block or an unknown action
@@ -32,6 +34,7 @@ class Turn:
     completion: Completion
     actions: tuple[str, ...]
     valid: tuple[bool, ...]
+    executed: tuple[str, ...]
     rewards: tuple[float, ...]
     reward: float
     format_ok: bool
@@ -108,4 +111,5 @@ class Trajectory:
         return out
 
     def actions(self) -> list[str]:
-        return [a for t in self.turns for a in t.actions]
+        """Every action that stepped the environment, in order."""
+        return [a for t in self.turns for a in t.executed]

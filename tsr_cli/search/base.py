@@ -124,7 +124,7 @@ class SearchContext:
         """
         if self.cfg.fresh_rng and completion is not None:
             return self._fresh_score(parent, completion)
-        actions = [a for t in turns for a in t.actions]
+        actions = [a for t in turns for a in t.executed]
         rewards = [r for t in turns for r in t.rewards]
         return float(self.scorer(parent.env, actions, child.env, rewards))
 
@@ -134,7 +134,7 @@ class SearchContext:
             self._fresh_seed += 1
             sim = parent.fork(fresh_rng=True, seed=self._fresh_seed)
             turn = sim.apply(completion)
-            total += self.scorer(parent.env, list(turn.actions), sim.env, list(turn.rewards))
+            total += self.scorer(parent.env, list(turn.executed), sim.env, list(turn.rewards))
         return total / self.cfg.fresh_samples
 
 

@@ -1,0 +1,148 @@
+"""Search strategies: determinism, batching, no leaks into the real env, ranking rules."""
+
+import pytest
+
+import envs
+from tsr_cli.agent.protocol import ProtocolConfig
+from tsr_cli.policies.base import Completion, GenerationStats, SamplingParams
+from tsr_cli.policies.codecs import ByteCodec
+from tsr_cli.policies.random import RandomPolicy
+from tsr_cli.rollout import rollout
+from tsr_cli.search import SearchConfig
+
+STRATEGIES = ["none", "best-of-n", "beam", "lookahead"]
+PARAMS = SamplingParams(temperature=1.0, max_new_tokens=32)
+
+
+def run(env="sokoban", strategy="beam", seeds=range(6), policy=None, group_size=1, **search):
+    policy = policy or RandomPolicy(seed=0)
+    cfg = SearchConfig(strategy, **search)
+    return rollout(policy, lambda: envs.make(env), list(seeds), cfg, PARAMS, ProtocolConfig(),
+                   env_name=env, group_size=group_size)
+
+
+def fingerprint(result):
+    return [(t.seed, t.actions(), [turn.rewards for turn in t.turns], t.token_ids()) for t in result.trajectories]
+
+
+@pytest.mark.parametrize("env", ["sokoban", "frozenlake"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_same_seed_same_rollouts(env, strategy):
+    a = run(env, strategy, scorer="heuristic")
+    b = run(env, strategy, scorer="heuristic")
+    assert fingerprint(a) == fingerprint(b)
+    assert a.cost.env_steps == b.cost.env_steps and a.cost.sim_env_steps == b.cost.sim_env_steps
+    c = run(env, strategy, policy=RandomPolicy(seed=1), scorer="heuristic")
+    assert fingerprint(a) != fingerprint(c)
+
+
+@pytest.mark.parametrize("env", ["sokoban", "frozenlake"])
+@pytest.mark.parametrize("strategy", ["best-of-n", "beam", "lookahead"])
+def test_simulated_steps_never_reach_the_real_env(env, strategy, monkeypatch):
+    made = []
+
+    def make():
+        made.append(envs.make(env))
+        return made[-1]
+
+    cfg = SearchConfig(strategy, scorer="heuristic", beam_width=2)
+    result = rollout(RandomPolicy(seed=3), make, list(range(8)), cfg, PARAMS, ProtocolConfig(), env_name=env)
+    executed = 0
+    for real, traj in zip(made, result.trajectories):
+        replica = envs.make(env)
+        replica.reset(seed=traj.seed)
+        for action in traj.actions():
+            parsed = replica.parse_action(action)
+            if parsed is not None:
+                replica.step(parsed)
+                executed += 1
+        assert replica.render() == real.render()
+    assert result.cost.env_steps == executed
+    assert result.cost.sim_env_steps > 0
+
+
+def test_none_uses_no_simulation():
+    assert run("sokoban", "none").cost.sim_env_steps == 0
+
+
+class CountingRandom(RandomPolicy):
+    """A random policy that records how many prompts and samples each call had."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls = []
+
+    def generate(self, prompts, n, params):
+        self.calls.append((len(prompts), n))
+        return super().generate(prompts, n, params)
+
+
+@pytest.mark.parametrize("strategy,per_turn", [("none", 1), ("best-of-n", 1), ("beam", 1), ("lookahead", 3)])
+def test_one_batched_call_per_turn(strategy, per_turn):
+    policy = CountingRandom(seed=0)
+    result = run("sokoban", strategy, seeds=range(5), policy=policy, candidates=4, depth=2)
+    max_turns = envs.make("sokoban").max_turns
+    assert len(policy.calls) <= max_turns * per_turn
+    assert len(policy.calls) >= max(len(t.turns) for t in result.trajectories)
+    first_prompts, first_n = policy.calls[0]
+    expected = {"none": (5, 1), "best-of-n": (20, 1), "beam": (5, 4), "lookahead": (5, 4)}[strategy]
+    assert (first_prompts, first_n) == expected
+
+
+class Scripted:
+    """A policy whose i-th sample of every prompt is `texts[i]`."""
+
+    name = "scripted"
+
+    def __init__(self, texts):
+        self.codec = ByteCodec()
+        self.texts = texts
+        self.stats = GenerationStats()
+
+    def generate(self, prompts, n, params):
+        out = []
+        for _ in prompts:
+            group = []
+            for i in range(n):
+                text = self.texts[i % len(self.texts)]
+                group.append(Completion(self.codec.encode(text) + [self.codec.eos_token_id], [0.0] * (len(text) + 1), text))
+            out.append(group)
+        self.stats.add(out)
+        return out
+
+
+def test_invalid_responses_rank_below_valid_ones():
+    level = "#####\n#@$.#\n#####"
+    # the scorer prefers the invalid response; search must not
+    policy = Scripted(["<answer>dance</answer>", "<answer>right</answer>"])
+    cfg = SearchConfig("beam", candidates=2, scorer="tests.search.test_search:prefers_invalid")
+    result = rollout(policy, lambda: envs.make("sokoban", level=level), [0], cfg, PARAMS, ProtocolConfig(),
+                     env_name="sokoban")
+    traj = result.trajectories[0]
+    assert traj.turns[0].actions == ("right",) and traj.success
+
+
+def prefers_invalid(before, actions, after, rewards):
+    return 100.0 if not rewards else 0.0
+
+
+def test_best_of_n_pools_group_members():
+    result = run("sokoban", "best-of-n", seeds=range(4), group_size=3, candidates=2, scorer="env_reward")
+    by_group = {}
+    for t in result.trajectories:
+        by_group.setdefault(t.group, []).append(t)
+    assert all(len(members) == 3 for members in by_group.values())
+    assert all(len({t.seed for t in members}) == 1 for members in by_group.values())
+
+
+def test_fresh_rng_scoring_is_deterministic():
+    a = run("frozenlake", "beam", fresh_rng=True, fresh_samples=3, scorer="heuristic")
+    b = run("frozenlake", "beam", fresh_rng=True, fresh_samples=3, scorer="heuristic")
+    assert fingerprint(a) == fingerprint(b)
+    plain = run("frozenlake", "beam", scorer="heuristic")
+    assert a.cost.sim_env_steps > plain.cost.sim_env_steps
+
+
+def test_unknown_strategy_is_rejected():
+    with pytest.raises(ValueError, match="unknown search strategy"):
+        SearchConfig("greedy-ish")
