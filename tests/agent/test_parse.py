@@ -57,3 +57,15 @@ tags = st.sampled_from(["<answer>", "</answer>", "<think>", "</think>", "||", "u
 def test_parser_never_raises_on_tag_soup(pieces):
     p = parse_response("".join(pieces), 2)
     assert len(p.parts) <= 2
+
+
+def test_open_ended_answer_counts_only_when_prefilled():
+    assert parse_response("<answer>up || left", 2, open_ended=True).parts == ("up", "left")
+    assert not parse_response("<answer>up || left", 2).has_answer
+    assert parse_response("<answer>down</answer> trailing", 2, open_ended=True).parts == ("down",)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.integers(min_value=0, max_value=4))
+def test_open_ended_parser_never_raises(text, k):
+    assert len(parse_response("<answer>" + text, k, open_ended=True).parts) <= k

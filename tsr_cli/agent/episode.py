@@ -58,7 +58,7 @@ class Episode:
         if cfg.system_prompt:
             ep.messages.append({"role": "system", "content": cfg.system_prompt})
         ep.messages.append({"role": "user", "content": first_message(env, observation, cfg)})
-        ep.rendered = codec.render(ep.messages, True)
+        ep.rendered = codec.render(ep.messages, True) + cfg.prefill
         ep.pending = codec.encode(ep.rendered)
         return ep
 
@@ -86,7 +86,8 @@ class Episode:
         """Run the response's actions, record the turn and prepare the next prompt."""
         if self.done:
             raise RuntimeError("episode already finished")
-        parsed = parse_response(completion.text, self.cfg.max_actions_per_turn)
+        parsed = parse_response(self.cfg.prefill + completion.text, self.cfg.max_actions_per_turn,
+                                open_ended=bool(self.cfg.prefill))
         valid, executed, rewards, info, ended = self._run_actions(parsed.parts)
         format_ok = parsed.has_answer and bool(parsed.parts) and all(valid)
         reward = sum(rewards) + (0.0 if format_ok else self.cfg.format_penalty)
@@ -129,11 +130,12 @@ class Episode:
 
     def _open_next_turn(self, completion: Completion, reward: float) -> None:
         """Append the next user message and tokenize only the new template text."""
-        self.messages.append({"role": "assistant", "content": completion.text})
+        prefill = self.cfg.prefill
+        self.messages.append({"role": "assistant", "content": prefill + completion.text})
         self.messages.append(
             {"role": "user", "content": turn_message(reward, self.turn + 1, self.observation)}
         )
-        full = self.codec.render(self.messages, True)
+        full = self.codec.render(self.messages, True) + prefill
         head = self.rendered + completion.text
         delta = full[len(head):] if full.startswith(head) else full[len(self.rendered):]
         ids = self.codec.encode(delta)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 _ANSWER = re.compile(r"<\s*answer\s*>(.*?)<\s*/\s*answer\s*>", re.S | re.I)
+_OPEN_ANSWER = re.compile(r"<\s*answer\s*>(.*)$", re.S | re.I)
 _THINK = re.compile(r"<\s*think\s*>.*?<\s*/\s*think\s*>", re.S | re.I)
 
 
@@ -32,11 +33,17 @@ class ParsedResponse:
     dropped: int = 0
 
 
-def parse_response(text: str, max_actions: int) -> ParsedResponse:
-    """Split the last answer block of `text` into at most `max_actions` parts."""
+def parse_response(text: str, max_actions: int, open_ended: bool = False) -> ParsedResponse:
+    """Split the last answer block of `text` into at most `max_actions` parts.
+
+    open_ended: the answer block was opened for the model (answer-only
+    prefill), so an unclosed block that runs to the end of the text counts.
+    """
     if not isinstance(text, str):
         return ParsedResponse((), False)
     blocks = _ANSWER.findall(text)
+    if not blocks and open_ended:
+        blocks = _OPEN_ANSWER.findall(text)
     if not blocks:
         return ParsedResponse((), False, bool(_THINK.search(text)))
     parts = [p.strip().lower() for p in blocks[-1].split("||")]

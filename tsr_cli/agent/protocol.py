@@ -30,6 +30,12 @@ class ProtocolConfig:
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
 
+    @property
+    def prefill(self) -> str:
+        """Text that opens every assistant turn. Answer-only mode opens the answer
+        block for the model, which is what lets a from-scratch model find the format."""
+        return "<answer>" if self.answer_only else ""
+
     def resolved(self, env) -> "ProtocolConfig":
         """Fill the None budget fields from the environment's defaults."""
         return ProtocolConfig(
@@ -43,7 +49,7 @@ class ProtocolConfig:
 
 def answer_format(cfg: ProtocolConfig) -> str:
     if cfg.answer_only:
-        return "Reply with only <answer>action1 || action2</answer>."
+        return "Reply with only the actions: <answer>action1 || action2</answer>."
     return (
         "First think briefly, then answer: "
         "<think>your reasoning</think><answer>action1 || action2</answer>."
