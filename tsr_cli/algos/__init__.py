@@ -1,0 +1,18 @@
+"""Pure tensor maths for the optimisers: advantages (GAE, GRPO) and losses (PPO, value, KL, entropy)."""
+
+from tsr_cli.algos.advantages import broadcast_to_tokens, gae, grpo_advantages
+from tsr_cli.algos.losses import (
+    entropy_bonus,
+    entropy_from_logits,
+    kl_k3,
+    masked_mean,
+    ppo_policy_loss,
+    token_logprobs,
+    value_loss,
+)
+
+__all__ = [
+    "gae", "grpo_advantages", "broadcast_to_tokens",
+    "masked_mean", "ppo_policy_loss", "value_loss", "entropy_from_logits", "entropy_bonus",
+    "kl_k3", "token_logprobs",
+]
