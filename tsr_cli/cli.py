@@ -157,12 +157,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="tsr", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except (typer.Exit, click.exceptions.Exit) as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):
         return 130
-    except click.ClickException as exc:
-        print(f"tsr: error: {exc.format_message()}", file=sys.stderr)
+    except (typer.exceptions.TyperException, click.ClickException) as exc:
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        print(f"tsr: error: {' '.join(message.split())}", file=sys.stderr)
         return 2
     except UserError as exc:
         print(f"tsr: error: {exc}", file=sys.stderr)

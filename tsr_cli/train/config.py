@@ -1,0 +1,290 @@
+"""Typed training config: sections `env`, `policy`, `search`, `algo`, `trainer`.
+
+Configs come from YAML. Command-line flags and `--set section.key=value`
+override the file. Unknown sections or keys and values of the wrong type are
+rejected with a message that names the key; cross-field rules are checked at
+construction and say how to fix the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tsr_cli.search import SearchConfig
+
+
+class ConfigError(ValueError):
+    """A malformed config, an unknown key or a bad value."""
+
+
+@dataclass
+class EnvSection:
+    #: registered environment name (`tsr envs`)
+    name: str = "sokoban"
+    #: keyword arguments for `envs.make`, e.g. {dim_room: [8, 8], num_boxes: 2}
+    args: dict = field(default_factory=dict)
+    #: turns per episode; None takes the environment's default
+    max_turns: int | None = None
+    #: actions per turn; None takes the environment's default
+    actions_per_turn: int | None = None
+    #: answer-only format: the answer block is opened for the model (small models)
+    answer_only: bool = False
+    #: reward added to a turn with no answer block or an unknown action
+    format_penalty: float = -0.1
+
+
+@dataclass
+class PolicySection:
+    #: random, smollm2-135m, tiny, a Hugging Face id or path, or a tsr checkpoint dir
+    name: str = "smollm2-135m"
+    #: rollout sampling temperature
+    temperature: float = 1.0
+    top_p: float = 1.0
+    #: response length limit per turn, in tokens
+    max_new_tokens: int = 64
+    #: held-out evaluation temperature (0 = greedy)
+    eval_temperature: float = 0.0
+    #: train LoRA adapters (PEFT) instead of every weight
+    lora: bool = True
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    #: module names LoRA wraps
+    lora_targets: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    #: forward passes under autocast in this dtype: float32 or bfloat16
+    dtype: str = "float32"
+    #: tiny policy only: model width and depth
+    tiny_hidden: int = 64
+    tiny_layers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"policy.dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.temperature <= 0:
+            raise ConfigError("policy.temperature must be > 0 for training rollouts; "
+                              "use policy.eval_temperature for greedy evaluation")
+
+
+@dataclass
+class AlgoSection:
+    #: ppo or grpo
+    name: str = "grpo"
+    #: actor learning rate (paper: 1e-6 full, 1e-5 LoRA)
+    lr: float = 1e-5
+    #: critic learning rate (PPO)
+    critic_lr: float = 1e-5
+    weight_decay: float = 0.0
+    #: PPO clip range below and above 1; clip_high > clip_low is the asymmetric "clip-higher"
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    #: value-function clip (PPO); 0 disables
+    value_clip: float = 0.2
+    gamma: float = 1.0
+    lam: float = 1.0
+    entropy_coef: float = 0.001
+    #: KL-to-reference coefficient (k3 estimator); 0 disables the reference pass
+    kl_coef: float = 0.0
+    #: passes over each rollout batch
+    epochs: int = 1
+    #: trajectories per optimiser step
+    minibatch_size: int = 8
+    #: micro-batches accumulated inside one minibatch
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    #: PPO critic: "head" (value head on the policy backbone) or "separate" (own model)
+    critic: str = "head"
+    #: instance filtering: keep this fraction of groups, by return std (1.0 = off)
+    filter_keep: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.name not in ("ppo", "grpo"):
+            raise ConfigError(f"unknown algorithm {self.name!r}; choose ppo or grpo")
+        if self.critic not in ("head", "separate"):
+            raise ConfigError(f"algo.critic must be 'head' or 'separate', got {self.critic!r}")
+        if not 0 < self.filter_keep <= 1:
+            raise ConfigError("algo.filter_keep must be in (0, 1]; 1.0 turns filtering off")
+        for name in ("epochs", "minibatch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"algo.{name} must be >= 1")
+        if self.minibatch_size % self.grad_accum:
+            raise ConfigError(f"algo.minibatch_size ({self.minibatch_size}) must be a multiple of "
+                              f"algo.grad_accum ({self.grad_accum})")
+
+
+@dataclass
+class TrainerSection:
+    #: optimisation steps (each: rollout -> filter -> update)
+    steps: int = 20
+    #: instance groups (distinct seeds) per step
+    groups: int = 4
+    #: rollouts per instance (GRPO needs >= 2); each runs its own search
+    group_size: int = 4
+    seed: int = 0
+    #: held-out evaluation every K steps (and at step 0 and the end); 0 = only start and end
+    eval_every: int = 5
+    eval_episodes: int = 32
+    #: search strategy at evaluation time (the trained policy needs none)
+    eval_search: str = "none"
+    #: checkpoint every K steps (and at the end); 0 = only at the end
+    save_every: int = 0
+    #: where the run directory goes; None = runs/<env>-<algo>-<search>-s<seed>
+    run_dir: str | None = None
+    #: episodes rolled out together per batch (memory bound)
+    rollout_batch: int = 64
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "groups", "group_size", "eval_episodes", "rollout_batch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"trainer.{name} must be >= 1")
+        if self.eval_every < 0 or self.save_every < 0:
+            raise ConfigError("trainer.eval_every and trainer.save_every must be >= 0")
+
+
+SECTIONS = {
+    "env": EnvSection,
+    "policy": PolicySection,
+    "search": SearchConfig,
+    "algo": AlgoSection,
+    "trainer": TrainerSection,
+}
+#: fields that exist on a section class but are set by the trainer, not the user
+_INTERNAL = {"search": {"seed"}}
+
+
+@dataclass
+class TrainConfig:
+    env: EnvSection = field(default_factory=EnvSection)
+    policy: PolicySection = field(default_factory=PolicySection)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    algo: AlgoSection = field(default_factory=AlgoSection)
+    trainer: TrainerSection = field(default_factory=TrainerSection)
+
+    def __post_init__(self) -> None:
+        if self.algo.name == "grpo" and self.trainer.group_size < 2:
+            raise ConfigError("GRPO normalises returns within a group: set trainer.group_size >= 2")
+        if self.search.strategy == "best-of-n" and self.search.candidates < 1:
+            raise ConfigError("search.candidates must be >= 1 for best-of-n")
+        if self.trainer.eval_search not in ("none", "best-of-n", "beam", "lookahead"):
+            raise ConfigError(f"unknown trainer.eval_search {self.trainer.eval_search!r}")
+
+    def to_dict(self) -> dict:
+        return {name: _section_dict(name, getattr(self, name)) for name in SECTIONS}
+
+    def resolved_run_dir(self) -> Path:
+        if self.trainer.run_dir:
+            return Path(self.trainer.run_dir)
+        return Path("runs") / (f"{self.env.name}-{self.algo.name}-{self.search.strategy}"
+                               f"-s{self.trainer.seed}")
+
+
+def _section_dict(name: str, section) -> dict:
+    skip = _INTERNAL.get(name, set())
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if f.name not in skip}
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read YAML (optional), apply dotted `section.key` overrides, validate, build."""
+    raw: dict = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ConfigError(f"override {dotted!r} must look like section.key")
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section {section!r}; known: {', '.join(SECTIONS)}")
+        raw.setdefault(section, {})[key] = value
+    return build_config(raw)
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return data
+
+
+def build_config(raw: dict) -> TrainConfig:
+    """Build a TrainConfig from {section: {key: value}}, checking names and types."""
+    sections = {}
+    for name, values in raw.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown config section {name!r}; known: {', '.join(SECTIONS)}")
+        if values is None:
+            values = {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section {name!r} must be a mapping")
+        sections[name] = _build_section(name, SECTIONS[name], values)
+    try:
+        return TrainConfig(**sections)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _build_section(name: str, cls, values: dict):
+    hints = typing.get_type_hints(cls)
+    allowed = [f.name for f in dataclasses.fields(cls) if f.name not in _INTERNAL.get(name, set())]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in allowed:
+            raise ConfigError(f"unknown config key {name}.{key}; known: {', '.join(allowed)}")
+        kwargs[key] = _coerce(f"{name}.{key}", hints[key], value)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _coerce(key: str, hint, value):
+    """Check `value` against the field's type; ints are accepted where floats are."""
+    options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is type(None):
+            continue
+        origin = typing.get_origin(option) or option
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin in (str, bool, dict, list) and isinstance(value, origin):
+            return value
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise ConfigError(f"{key} must be {names}, got {value!r}")
+
+
+def _is_union(hint) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`section.key=value` -> (dotted key, YAML-parsed value)."""
+    key, sep, raw = item.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(f"--set expects section.key=value, got {item!r}")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return key.strip(), raw
+
+
+def dump_config(cfg: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
