@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 import click
@@ -60,9 +61,11 @@ def play_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    env: str = typer.Option("sokoban", help="environment name (see `tsr envs`)"),
+    env: Optional[str] = typer.Option(None, help="environment name (see `tsr envs`); default sokoban, "
+                                      "or the checkpoint's"),
     env_arg: List[str] = typer.Option([], "--env-arg", help="environment argument key=value, repeatable"),
-    policy: str = typer.Option("random", help="random, smollm2-135m, tiny, a HF id or path, or a checkpoint dir"),
+    policy: str = typer.Option("random", help="random, smollm2-135m, tiny, a HF id or path, or a "
+                               "checkpoint dir (whose env and protocol settings become the defaults)"),
     search: str = typer.Option("none", help="none, best-of-n, beam or lookahead"),
     candidates: int = typer.Option(4, min=1, help="M candidates per turn (beam, lookahead); N samples (best-of-n)"),
     beam_width: int = typer.Option(1, min=1, help="B beams kept per turn (beam)"),
@@ -72,10 +75,11 @@ def eval_cmd(
     seed: int = typer.Option(0, help=f"instances are seeds {EVAL_SEED_OFFSET}+seed ...; also seeds sampling"),
     temperature: Optional[float] = typer.Option(
         None, min=0.0, help="sampling temperature; default 0 (greedy) for `none`, 1 with search"),
-    max_new_tokens: int = typer.Option(128, min=1, help="response length limit per turn"),
+    max_new_tokens: Optional[int] = typer.Option(None, min=1, help="response length limit per turn (128)"),
     max_turns: Optional[int] = typer.Option(None, min=1, help="turns per episode (env default)"),
     actions_per_turn: Optional[int] = typer.Option(None, min=1, help="actions per turn (env default)"),
-    answer_only: bool = typer.Option(False, help="answer-only format, no <think> block"),
+    answer_only: Optional[bool] = typer.Option(None, "--answer-only/--think",
+                                               help="answer-only format, or <think> then answer (default)"),
     fresh_rng: bool = typer.Option(False, help="score stochastic outcomes with fresh RNGs"),
     batch: int = typer.Option(16, min=1, help="instances rolled out together per batch"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object as the last line"),
@@ -87,6 +91,13 @@ def eval_cmd(
     from tsr_cli.rollout import rollout
     from tsr_cli.search import SearchConfig
 
+    saved = _checkpoint_defaults(policy)
+    env = env or saved.get("env", "sokoban")
+    env_arg = env_arg or [f"{k}={json.dumps(v)}" for k, v in saved.get("env_args", {}).items()]
+    max_turns = max_turns or saved.get("max_turns")
+    actions_per_turn = actions_per_turn or saved.get("actions_per_turn")
+    answer_only = saved.get("answer_only", False) if answer_only is None else answer_only
+    max_new_tokens = max_new_tokens or saved.get("max_new_tokens", 128)
     make_env = _make_env_factory(env, env_arg)
     with UserError.wrap(ValueError):
         search_cfg = SearchConfig(search, candidates, beam_width, depth, fresh_rng=fresh_rng,
@@ -95,7 +106,7 @@ def eval_cmd(
         resolve_scorer(scorer)
         protocol = ProtocolConfig(max_turns, actions_per_turn, answer_only=answer_only)
         temp = temperature if temperature is not None else (0.0 if search == "none" else 1.0)
-        params = SamplingParams(temperature=temp, max_new_tokens=max_new_tokens)
+        params = SamplingParams(temperature=temp, max_new_tokens=max_new_tokens, stop=protocol.stop)
     pol = _load_policy(policy, seed, env)
     seeds = list(range(EVAL_SEED_OFFSET + seed, EVAL_SEED_OFFSET + seed + episodes))
     with _progress(f"eval {env} · {search}", episodes) as advance:
@@ -106,6 +117,91 @@ def eval_cmd(
         print(json.dumps(summary))
     else:
         _print_summary(summary)
+
+
+@app.command("train")
+def train_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config (see experiments/)"),
+    env: Optional[str] = typer.Option(None, help="environment name (env.name)"),
+    algo: Optional[str] = typer.Option(None, help="ppo or grpo (algo.name)"),
+    search: Optional[str] = typer.Option(None, help="none, best-of-n, beam or lookahead (search.strategy)"),
+    policy: Optional[str] = typer.Option(None, help="policy to train (policy.name)"),
+    steps: Optional[int] = typer.Option(None, min=1, help="training steps (trainer.steps)"),
+    seed: Optional[int] = typer.Option(None, help="run seed (trainer.seed)"),
+    run_dir: Optional[Path] = typer.Option(None, help="run directory (trainer.run_dir)"),
+    save_every: Optional[int] = typer.Option(None, min=0, help="checkpoint every K steps (trainer.save_every)"),
+    eval_every: Optional[int] = typer.Option(None, min=0, help="evaluate every K steps (trainer.eval_every)"),
+    set_: List[str] = typer.Option([], "--set", help="override any field: section.key=value, repeatable"),
+    resume: Optional[Path] = typer.Option(None, help="continue the run in this directory exactly"),
+) -> None:
+    """Train a policy with PPO or GRPO on search-built rollouts.
+
+    With no config file it trains the embedded SmolLM2-135M with CPU-sized
+    defaults. Flags override the file; --set overrides everything.
+    """
+    from tsr_cli.train.run import Run
+
+    flags = {"env.name": env, "algo.name": algo, "search.strategy": search, "policy.name": policy,
+             "trainer.steps": steps, "trainer.seed": seed, "trainer.save_every": save_every,
+             "trainer.eval_every": eval_every, "trainer.run_dir": str(run_dir) if run_dir else None}
+    with UserError.wrap(ValueError, FileNotFoundError, FileExistsError, OSError, ImportError):
+        if resume is not None:
+            given = [k for k, v in flags.items() if v is not None] + (["--set"] if set_ else [])
+            if config is not None or given:
+                raise ValueError("--resume continues a run with its saved config; drop the other flags")
+            run = Run.resume(resume)
+        else:
+            run = Run.create(_train_config(config, flags, set_))
+    _train_with_progress(run)
+
+
+def _train_config(config: Optional[Path], flags: dict, sets: List[str]):
+    from tsr_cli.train.config import load_config, parse_override
+
+    overrides = {k: v for k, v in flags.items() if v is not None}
+    for item in sets:
+        key, value = parse_override(item)
+        overrides[key] = value
+    return load_config(config, overrides)
+
+
+def _train_with_progress(run) -> None:
+    from tsr_cli.progress import progress_bar
+    from tsr_cli.train.plots import plot_runs
+
+    cfg = run.cfg
+    label = f"train {cfg.env.name} · {cfg.algo.name} · {cfg.search.strategy}"
+    err.print(f"run directory: {run.dir}")
+    with progress_bar(err, label, cfg.trainer.steps) as advance:
+        advance(run.trainer.step)
+        run._user_on_step = lambda record: advance(1) if record["step"] > 0 else None
+        summary = run.train()
+    plot_runs([run.dir])
+    table = Table("metric", "value", title=f"{label} · {run.dir}")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+@app.command("plot")
+def plot_cmd(
+    run_dirs: List[Path] = typer.Argument(..., help="run directories to overlay"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="write curves.png here instead of each run dir"),
+) -> None:
+    """Write learning-curve PNGs (held-out success, return, loss, cost) for runs."""
+    from tsr_cli.train.plots import plot_runs
+
+    with UserError.wrap(FileNotFoundError):
+        for path in plot_runs(run_dirs, out_dir):
+            out.print(str(path))
+
+
+def _checkpoint_defaults(policy: str) -> dict:
+    """Env and protocol settings saved with a tsr checkpoint, if `policy` is one."""
+    from tsr_cli.train.checkpoint import checkpoint_defaults
+
+    with UserError.wrap(ValueError, OSError):
+        return checkpoint_defaults(Path(policy))
 
 
 def _make_env_factory(name: str, env_args: List[str]):
@@ -133,6 +229,7 @@ def _parse_kv(items: List[str], flag: str) -> dict:
 
 
 def _load_policy(spec: str, seed: int, env_name: str):
+    import tsr_cli.train.checkpoint  # noqa: F401  (registers the checkpoint loader)
     from tsr_cli.policies import load_policy
 
     with UserError.wrap(ValueError, FileNotFoundError, OSError, ImportError):

@@ -63,6 +63,7 @@ def test_open_ended_answer_counts_only_when_prefilled():
     assert parse_response("<answer>up || left", 2, open_ended=True).parts == ("up", "left")
     assert not parse_response("<answer>up || left", 2).has_answer
     assert parse_response("<answer>down</answer> trailing", 2, open_ended=True).parts == ("down",)
+    assert parse_response("<answer>down || left\nmore text", 2, open_ended=True).parts == ("down", "left")
 
 
 @settings(max_examples=300, deadline=None)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 _ANSWER = re.compile(r"<\s*answer\s*>(.*?)<\s*/\s*answer\s*>", re.S | re.I)
-_OPEN_ANSWER = re.compile(r"<\s*answer\s*>(.*)$", re.S | re.I)
+_OPEN_ANSWER = re.compile(r"<\s*answer\s*>([^\n]*)", re.I)
 _THINK = re.compile(r"<\s*think\s*>.*?<\s*/\s*think\s*>", re.S | re.I)
 
 
@@ -37,7 +37,7 @@ def parse_response(text: str, max_actions: int, open_ended: bool = False) -> Par
     """Split the last answer block of `text` into at most `max_actions` parts.
 
     open_ended: the answer block was opened for the model (answer-only
-    prefill), so an unclosed block that runs to the end of the text counts.
+    prefill), so an unclosed block counts; it ends at the end of its line.
     """
     if not isinstance(text, str):
         return ParsedResponse((), False)

@@ -36,6 +36,11 @@ class ProtocolConfig:
         block for the model, which is what lets a from-scratch model find the format."""
         return "<answer>" if self.answer_only else ""
 
+    @property
+    def stop(self) -> tuple[str, ...]:
+        """Stop strings for generation: the answer's end (and, answer-only, its line's end)."""
+        return ("</answer>", "\n") if self.answer_only else ("</answer>",)
+
     def resolved(self, env) -> "ProtocolConfig":
         """Fill the None budget fields from the environment's defaults."""
         return ProtocolConfig(
@@ -47,13 +52,15 @@ class ProtocolConfig:
         )
 
 
-def answer_format(cfg: ProtocolConfig) -> str:
+def answer_format(env, cfg: ProtocolConfig) -> str:
+    """The reply format, with a concrete example: small models copy placeholders
+    such as "action1" verbatim, so the example uses real action words."""
+    k = cfg.max_actions_per_turn
+    example = " || ".join((list(env.action_names) * k)[1:k + 1]) if env.action_names else "..."
     if cfg.answer_only:
-        return "Reply with only the actions: <answer>action1 || action2</answer>."
-    return (
-        "First think briefly, then answer: "
-        "<think>your reasoning</think><answer>action1 || action2</answer>."
-    )
+        return f"Reply with only your actions, for example: <answer>{example}</answer>"
+    return (f"First think briefly, then give your actions, for example: "
+            f"<think>your reasoning</think><answer>{example}</answer>")
 
 
 def first_message(env, observation: str, cfg: ProtocolConfig) -> str:
@@ -64,7 +71,7 @@ def first_message(env, observation: str, cfg: ProtocolConfig) -> str:
         env.legend.strip(),
         f"Available actions: {', '.join(env.action_names)}",
         f"You can make up to {k} action{'s' if k != 1 else ''} per turn, separated by ||.",
-        answer_format(cfg),
+        answer_format(env, cfg),
         f"Turn 1:\nState:\n{observation}",
     ]
     return "\n".join(line for line in lines if line)

@@ -10,8 +10,7 @@ discarded candidate.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from tsr_cli.agent.episode import Episode, StepMeter
@@ -96,7 +95,7 @@ class SearchContext:
         """One batched policy call for every episode's prompt, `n` samples each."""
         params = self.params
         if greedy:
-            params = SamplingParams(0.0, 1.0, params.max_new_tokens, params.stop)
+            params = replace(params, temperature=0.0, top_p=1.0)
         out = self.policy.generate([ep.prompt() for ep in episodes], n, params)
         self.cost.generate_calls += 1
         for group in out:

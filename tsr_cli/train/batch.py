@@ -1,13 +1,13 @@
 """Trajectories -> padded training tensors.
 
-Every tensor is aligned with *targets*: position t holds what concerns token
-t+1 of the conversation (the token predicted from the prefix ending at t).
-The first conversation token is always a prompt token, so nothing is lost.
+Per-token tensors are aligned with *targets*: position t holds what concerns
+token t+1 of the conversation (the token predicted from the prefix ending at
+t). The first conversation token is always a prompt token, so nothing is lost.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -16,40 +16,45 @@ from tsr_cli.agent.trajectory import Trajectory
 
 @dataclass
 class TokenBatch:
-    """N trajectories, right-padded to length L+1 tokens.
+    """N trajectories, right-padded to L+1 tokens.
 
     input_ids:      [N, L+1] conversation tokens (pad_id after the end)
     attention_mask: [N, L+1] 1 on real tokens
-    mask:           [N, L]   1 where the target token is a model (response) token
-    rewards:        [N, L]   each turn's reward on the target position of the turn's
-                             last response token, 0 elsewhere
-    returns:        [N]      total return of each trajectory
-    groups:         [N]      instance-group id of each trajectory
+    returns:        [N] total return of each trajectory
+    groups:         [N] instance-group id of each trajectory
+    tokens:         per-target tensors, each [N, L]:
+        mask     1 where the target is a model (response) token
+        rewards  each turn's reward on the target of the turn's last response token
+        and whatever the trainer adds (old_logprobs, advantages, values, ...)
     """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
-    mask: torch.Tensor
-    rewards: torch.Tensor
     returns: torch.Tensor
     groups: torch.Tensor
+    tokens: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.tokens["mask"]
+
     def select(self, index: torch.Tensor) -> "TokenBatch":
         """Rows `index`, trimmed to the longest selected sequence."""
         width = int(self.attention_mask[index].sum(1).max())
-        return TokenBatch(self.input_ids[index, :width], self.attention_mask[index, :width],
-                          self.mask[index, :width - 1], self.rewards[index, :width - 1],
-                          self.returns[index], self.groups[index])
+        return TokenBatch(
+            self.input_ids[index, :width], self.attention_mask[index, :width],
+            self.returns[index], self.groups[index],
+            {k: v[index, :width - 1] for k, v in self.tokens.items()},
+        )
 
 
 def build_batch(trajectories: list[Trajectory], pad_id: int) -> TokenBatch:
     """Pad every trajectory's token sequence and place turn rewards on its last token."""
     seqs = [t.token_ids() for t in trajectories]
-    width = max(len(s) for s in seqs)
-    n = len(seqs)
+    n, width = len(seqs), max(len(s) for s in seqs)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
     attention = torch.zeros((n, width), dtype=torch.long)
     mask = torch.zeros((n, width - 1))
@@ -62,9 +67,8 @@ def build_batch(trajectories: list[Trajectory], pad_id: int) -> TokenBatch:
             pos += len(turn.prompt_ids)
             length = len(turn.response_ids)
             mask[i, pos - 1:pos - 1 + length] = 1
-            # a turn with an empty response still pays its reward, on its last prompt token
             rewards[i, pos - 2 + max(length, 1)] += turn.reward
             pos += length
     returns = torch.tensor([t.total_return for t in trajectories])
     groups = torch.tensor([t.group for t in trajectories])
-    return TokenBatch(input_ids, attention, mask, rewards, returns, groups)
+    return TokenBatch(input_ids, attention, returns, groups, {"mask": mask, "rewards": rewards})

@@ -1,0 +1,104 @@
+"""A run directory: config, metrics, learning curve, checkpoints and summary.
+
+    RUN_DIR/config.yaml       the resolved config
+    RUN_DIR/metrics.jsonl     one object per step (step 0: the initial evaluation)
+    RUN_DIR/curves.csv        the learning curve (held-out columns filled on eval steps)
+    RUN_DIR/checkpoints/step_N/
+    RUN_DIR/summary.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pandas as pd
+
+from tsr_cli.train.checkpoint import latest_checkpoint, load_into, save_checkpoint
+from tsr_cli.train.config import TrainConfig, dump_config, load_config
+from tsr_cli.train.trainer import Trainer
+
+#: test hook: SIGKILL the process right after the checkpoint of this step is written
+KILL_AFTER_SAVE = "TSR_KILL_AFTER_SAVE"
+
+CURVE_COLUMNS = ["step", "train_success", "train_return", "loss", "kl", "entropy", "kept_fraction",
+                 "val_success_rate", "val_mean_return", "tokens_generated", "env_steps",
+                 "sim_env_steps", "wall_seconds"]
+CUMULATIVE = ("tokens_generated", "env_steps", "sim_env_steps")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_curves(run_dir: Path) -> pd.DataFrame:
+    """curves.csv: one row per step; token and step counts are cumulative."""
+    frame = pd.DataFrame(read_metrics(run_dir))
+    for column in CURVE_COLUMNS:
+        if column not in frame:
+            frame[column] = float("nan")
+    frame = frame[CURVE_COLUMNS].copy()
+    for column in CUMULATIVE:
+        frame[column] = frame[column].fillna(0).cumsum().astype(int)
+    frame.to_csv(Path(run_dir) / "curves.csv", index=False)
+    return frame
+
+
+class Run:
+    """Ties a Trainer to its directory: logging, checkpoints, resume."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, on_step=None):
+        self.cfg = cfg
+        self.dir = Path(run_dir)
+        self._user_on_step = on_step or (lambda record: None)
+        self.trainer = Trainer(cfg, on_step=self._log)
+
+    @classmethod
+    def create(cls, cfg: TrainConfig, on_step=None) -> "Run":
+        run_dir = cfg.resolved_run_dir()
+        if latest_checkpoint(run_dir) or (run_dir / "metrics.jsonl").exists():
+            raise FileExistsError(f"run directory {run_dir} already holds a run; "
+                                  "use --resume to continue it or --run-dir to start another")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, run_dir / "config.yaml")
+        return cls(cfg, run_dir, on_step)
+
+    @classmethod
+    def resume(cls, run_dir: Path, on_step=None) -> "Run":
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.yaml").is_file():
+            raise FileNotFoundError(f"no run to resume at {run_dir} (config.yaml missing)")
+        run = cls(load_config(run_dir / "config.yaml"), run_dir, on_step)
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is not None:
+            load_into(run.trainer, checkpoint)
+        run._truncate_metrics(run.trainer.step if checkpoint else -1)
+        return run
+
+    def train(self) -> dict:
+        self.trainer.run(save=self._save)
+        summary = self.trainer.summary()
+        (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_curves(self.dir)
+        return summary
+
+    def _log(self, record: dict) -> None:
+        with open(self.dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        self._user_on_step(record)
+
+    def _save(self, step: int) -> None:
+        save_checkpoint(self.trainer, self.dir)
+        if os.environ.get(KILL_AFTER_SAVE) == str(step):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _truncate_metrics(self, last_step: int) -> None:
+        """Drop records a killed run logged after its last checkpoint (they will be redone)."""
+        kept = [r for r in read_metrics(self.dir) if r["step"] <= last_step]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        (self.dir / "metrics.jsonl").write_text(text)
