@@ -22,8 +22,7 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 run: setup
-	$(VENV)/bin/tsr eval --env sokoban --policy smollm2-135m --search beam --candidates 4 \
-		--scorer heuristic --episodes 8 --answer-only --max-new-tokens 24
+	$(VENV)/bin/tsr train --config experiments/quickstart.yaml --overwrite
 
 test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

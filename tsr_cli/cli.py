@@ -133,6 +133,7 @@ def train_cmd(
     eval_every: Optional[int] = typer.Option(None, min=0, help="evaluate every K steps (trainer.eval_every)"),
     set_: List[str] = typer.Option([], "--set", help="override any field: section.key=value, repeatable"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this directory exactly"),
+    overwrite: bool = typer.Option(False, help="replace an existing run in the run directory"),
 ) -> None:
     """Train a policy with PPO or GRPO on search-built rollouts.
 
@@ -151,7 +152,7 @@ def train_cmd(
                 raise ValueError("--resume continues a run with its saved config; drop the other flags")
             run = Run.resume(resume)
         else:
-            run = Run.create(_train_config(config, flags, set_))
+            run = Run.create(_train_config(config, flags, set_), overwrite=overwrite)
     _train_with_progress(run)
 
 

@@ -52,3 +52,13 @@ def test_parse_override():
     assert parse_override("env.args={num_boxes: 2}") == ("env.args", {"num_boxes": 2})
     with pytest.raises(ConfigError):
         parse_override("lr=1")
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "experiments"
+    files = [p for p in root.rglob("*.yaml") if "sweeps" not in p.parts]
+    assert len(files) >= 25
+    for path in files:
+        load_config(path)

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 from tsr_cli.agent.episode import Episode, StepMeter
 from tsr_cli.agent.trajectory import Turn
-from tsr_cli.policies.base import Completion, Policy, SamplingParams
+from tsr_cli.policies.base import Completion, GenerationStats, Policy, SamplingParams
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,17 @@ class SearchConfig:
 class SearchCost:
     """What a rollout spent."""
 
-    tokens_generated: int = 0
-    generate_calls: int = 0
-    sequences: int = 0
+    generation: GenerationStats = field(default_factory=GenerationStats)
     meter: StepMeter = field(default_factory=StepMeter)
     wall_seconds: float = 0.0
+
+    @property
+    def tokens_generated(self) -> int:
+        return self.generation.tokens
+
+    @property
+    def generate_calls(self) -> int:
+        return self.generation.calls
 
     @property
     def env_steps(self) -> int:
@@ -97,10 +103,7 @@ class SearchContext:
         if greedy:
             params = replace(params, temperature=0.0, top_p=1.0)
         out = self.policy.generate([ep.prompt() for ep in episodes], n, params)
-        self.cost.generate_calls += 1
-        for group in out:
-            self.cost.sequences += len(group)
-            self.cost.tokens_generated += sum(len(c.token_ids) for c in group)
+        self.cost.generation.add(out)
         return out
 
     def advance(self, episodes: Sequence[Episode], greedy: bool = False) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -59,11 +60,13 @@ class Run:
         self.trainer = Trainer(cfg, on_step=self._log)
 
     @classmethod
-    def create(cls, cfg: TrainConfig, on_step=None) -> "Run":
+    def create(cls, cfg: TrainConfig, on_step=None, overwrite: bool = False) -> "Run":
         run_dir = cfg.resolved_run_dir()
-        if latest_checkpoint(run_dir) or (run_dir / "metrics.jsonl").exists():
-            raise FileExistsError(f"run directory {run_dir} already holds a run; "
-                                  "use --resume to continue it or --run-dir to start another")
+        if (run_dir / "config.yaml").exists():
+            if not overwrite:
+                raise FileExistsError(f"run directory {run_dir} already holds a run; use --resume to "
+                                      "continue it, --overwrite to replace it, or --run-dir")
+            shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, run_dir / "config.yaml")
         return cls(cfg, run_dir, on_step)
