@@ -57,6 +57,7 @@ class Run:
         self.cfg = cfg
         self.dir = Path(run_dir)
         self._user_on_step = on_step or (lambda record: None)
+        self._writer = None
         self.trainer = Trainer(cfg, on_step=self._log)
 
     @classmethod
@@ -93,7 +94,23 @@ class Run:
     def _log(self, record: dict) -> None:
         with open(self.dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
+        self._tensorboard(record)
         self._user_on_step(record)
+
+    def _tensorboard(self, record: dict) -> None:
+        """Mirror the record to TensorBoard when it is installed (metrics.jsonl always)."""
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self._writer = False
+                return
+            self._writer = SummaryWriter(str(self.dir / "tensorboard"))
+        if self._writer:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._writer.add_scalar(key, value, record["step"])
+            self._writer.flush()
 
     def _save(self, step: int) -> None:
         save_checkpoint(self.trainer, self.dir)

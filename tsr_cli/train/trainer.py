@@ -126,6 +126,7 @@ class Trainer:
             "train_return": fmean(tr.total_return for tr in trajs),
             "kept_fraction": len(kept) / len(trajs),
             **{k: result.cost.as_dict()[k] for k in ("tokens_generated", "env_steps", "sim_env_steps")},
+            "peak_rss_mb": _peak_rss_mb(),
         })
         for key in ("tokens_generated", "env_steps", "sim_env_steps"):
             self.totals[key] += record[key]
@@ -267,6 +268,13 @@ def _pad_to(x: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
     """Right-pad a trimmed [n, w] tensor to the batch's full target width."""
     width = batch.mask.shape[1]
     return torch.nn.functional.pad(x, (0, width - x.shape[1]))
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _val(summary: dict) -> dict:
