@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tsr_cli.errors import UserError
+from tsr_cli.evaluate import EVAL_SEED_OFFSET
 
 app = typer.Typer(
     name="tsr",
@@ -29,8 +30,6 @@ app = typer.Typer(
 err = Console(stderr=True)
 out = Console()
 
-#: held-out evaluation instances start here; training seeds stay below it
-EVAL_SEED_OFFSET = 1_000_000
 
 
 @app.command("envs")
@@ -85,11 +84,10 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object as the last line"),
 ) -> None:
     """Evaluate a policy, with or without search, on held-out instances."""
-    from tsr_cli.evaluate import summarize
-    from tsr_cli.policies.base import SamplingParams
     from tsr_cli.agent.protocol import ProtocolConfig
-    from tsr_cli.rollout import rollout
-    from tsr_cli.search import SearchConfig
+    from tsr_cli.evaluate import eval_seeds, evaluate
+    from tsr_cli.policies.base import SamplingParams
+    from tsr_cli.search import SearchConfig, resolve_scorer
 
     saved = _checkpoint_defaults(policy)
     env = env or saved.get("env", "sokoban")
@@ -102,17 +100,15 @@ def eval_cmd(
     with UserError.wrap(ValueError):
         search_cfg = SearchConfig(search, candidates, beam_width, depth, fresh_rng=fresh_rng,
                                   scorer=scorer, seed=seed)
-        from tsr_cli.search import resolve_scorer
         resolve_scorer(scorer)
         protocol = ProtocolConfig(max_turns, actions_per_turn, answer_only=answer_only)
         temp = temperature if temperature is not None else (0.0 if search == "none" else 1.0)
         params = SamplingParams(temperature=temp, max_new_tokens=max_new_tokens, stop=protocol.stop)
     pol = _load_policy(policy, seed, env)
-    seeds = list(range(EVAL_SEED_OFFSET + seed, EVAL_SEED_OFFSET + seed + episodes))
     with _progress(f"eval {env} · {search}", episodes) as advance:
-        result = rollout(pol, make_env, seeds, search_cfg, params, protocol,
-                         env_name=env, batch_groups=batch, on_batch=advance)
-    summary = {"env": env, "policy": policy, "search": search, "scorer": scorer, **summarize(result)}
+        measured = evaluate(pol, make_env, eval_seeds(episodes, seed), search_cfg, params, protocol,
+                            env_name=env, batch_groups=batch, on_batch=advance)
+    summary = {"env": env, "policy": policy, "search": search, "scorer": scorer, **measured}
     if as_json:
         print(json.dumps(summary))
     else:

@@ -4,7 +4,23 @@ from __future__ import annotations
 
 from statistics import fmean
 
-from tsr_cli.rollout import RolloutResult
+from tsr_cli.rollout import RolloutResult, rollout
+
+#: held-out evaluation instances start here; training draws its seeds below it
+EVAL_SEED_OFFSET = 1_000_000
+
+
+def eval_seeds(count: int, start: int = 0) -> list[int]:
+    """The held-out instances `start .. start+count-1`, never used for training."""
+    return list(range(EVAL_SEED_OFFSET + start, EVAL_SEED_OFFSET + start + count))
+
+
+def evaluate(policy, make_env, seeds, search, params, protocol, *, env_name: str,
+             batch_groups: int | None = None, on_batch=None) -> dict:
+    """Roll out `seeds` with the given search and sampling, and summarise."""
+    result = rollout(policy, make_env, seeds, search, params, protocol, env_name=env_name,
+                     batch_groups=batch_groups, on_batch=on_batch)
+    return summarize(result)
 
 
 def summarize(result: RolloutResult) -> dict:

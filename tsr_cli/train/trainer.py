@@ -26,7 +26,7 @@ from tsr_cli.algos import (
     ppo_policy_loss,
     value_loss,
 )
-from tsr_cli.evaluate import summarize
+from tsr_cli.evaluate import EVAL_SEED_OFFSET, eval_seeds, evaluate
 from tsr_cli.policies.base import SamplingParams
 from tsr_cli.rollout import rollout
 from tsr_cli.search import SearchConfig
@@ -35,8 +35,6 @@ from tsr_cli.train.batch import TokenBatch, build_batch
 from tsr_cli.train.config import TrainConfig
 from tsr_cli.train.model import TrainableModel, build_policy
 
-#: held-out evaluation instances start here; training seeds are drawn below it
-EVAL_SEED_OFFSET = 1_000_000
 #: weight of the value loss next to the policy loss (PPO)
 VALUE_COEF = 0.5
 
@@ -146,15 +144,14 @@ class Trainer:
     def evaluate(self) -> dict:
         """Held-out instances, decoded at `eval_temperature`, with `eval_search`."""
         cfg = self.cfg
-        seeds = list(range(EVAL_SEED_OFFSET, EVAL_SEED_OFFSET + cfg.trainer.eval_episodes))
         search = _with_seed(cfg.search, cfg.trainer.seed, strategy=cfg.trainer.eval_search)
         params = SamplingParams(cfg.policy.eval_temperature, cfg.policy.top_p, cfg.policy.max_new_tokens,
                                 self.protocol().stop)
         state = self.policy.generator.get_state()
-        result = rollout(self.policy, self._make_env, seeds, search, params, self.protocol(),
-                         env_name=cfg.env.name, batch_groups=cfg.trainer.rollout_batch)
+        summary = evaluate(self.policy, self._make_env, eval_seeds(cfg.trainer.eval_episodes), search,
+                           params, self.protocol(), env_name=cfg.env.name,
+                           batch_groups=cfg.trainer.rollout_batch)
         self.policy.generator.set_state(state)  # evaluation never shifts the training stream
-        summary = summarize(result)
         self.on_eval(self.step, summary)
         return summary
 
