@@ -30,5 +30,20 @@ test: setup
 test-all: setup
 	$(VENV)/bin/pytest -q -m ""
 
+# `make reproduce` regenerates results/<sweep>/ (tables, curves, plots) from the
+# ablation sweeps in experiments/sweeps/ via `tsr compare`. SCALE=cpu (default):
+# the tiny-policy and SmolLM2 sweeps; SCALE=paper: the paper-scale sweeps
+# (Qwen2.5-0.5B, needs a GPU). Interrupted? Run it again: each sweep resumes.
+SCALE ?= cpu
+SWEEPS_cpu := $(filter-out experiments/sweeps/toy.yaml experiments/sweeps/paper_%.yaml,\
+                            $(wildcard experiments/sweeps/*.yaml))
+SWEEPS_paper := $(wildcard experiments/sweeps/paper_*.yaml)
+
+reproduce: setup
+	@test -n "$(SWEEPS_$(SCALE))" || { echo "make reproduce: SCALE must be cpu or paper" >&2; exit 2; }
+	set -e; for sweep in $(SWEEPS_$(SCALE)); do \
+	  $(VENV)/bin/tsr compare $$sweep --out results/$$(basename $$sweep .yaml); \
+	done
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -193,6 +193,36 @@ def plot_cmd(
             out.print(str(path))
 
 
+@app.command("compare")
+def compare_cmd(
+    sweep: Path = typer.Argument(..., help="sweep YAML: a base config, arms of overrides, seeds "
+                                 "(see experiments/sweeps/)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="output directory; default results/<sweep name>"),
+    table_only: bool = typer.Option(False, "--table-only", help="rebuild tables, curves and plots from "
+                                    "results.csv and the run dirs; train nothing"),
+) -> None:
+    """Run an ablation sweep (arms x seeds), resuming where it stopped; write tables, curves, plots."""
+    from tsr_cli import compare
+    from tsr_cli.progress import progress_bar
+
+    with UserError.wrap(ValueError, FileNotFoundError, OSError):
+        spec = compare.load_sweep(sweep)
+        target = out_dir or compare.default_out(spec)
+        runs = [] if table_only else compare.plan(spec, target)
+    if runs:
+        states = Table("run", "state", title=f"sweep {spec.name} -> {target}")
+        for run in runs:
+            states.add_row(str(run.dir), run.state)
+        err.print(states)
+        with progress_bar(err, f"compare {spec.name}", sum(r.cfg.trainer.steps for r in runs)) as advance:
+            compare.run_sweep(runs, target, advance)
+    with UserError.wrap(FileNotFoundError):
+        written = compare.write_outputs(spec, target)
+    out.print((target / "table.md").read_text(), markup=False, highlight=False, soft_wrap=True)
+    for path in written:
+        out.print(str(path), highlight=False)
+
+
 def _checkpoint_defaults(policy: str) -> dict:
     """Env and protocol settings saved with a tsr checkpoint, if `policy` is one."""
     from tsr_cli.train.checkpoint import checkpoint_defaults

@@ -1,0 +1,212 @@
+"""`tsr compare`: the toy sweep end to end, resume, --table-only, the table maths, bad sweep files."""
+
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from tsr_cli import compare
+from tsr_cli.cli import main
+from tsr_cli.train.config import dump_config
+from tsr_cli.train.run import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / "experiments/sweeps/toy.yaml"
+BASE = ROOT / "experiments/tiny/frozenlake_grpo_none.yaml"
+
+
+@pytest.fixture(scope="module")
+def toy_out(tmp_path_factory):
+    """The toy sweep interrupted (Ctrl-C) in its second run's second step, then run again to the end.
+
+    Returns (OUT, (run states, results.csv, the second run's metrics lines) as the interruption
+    left them, mtime of the first run's metrics.jsonl).
+    """
+    out = tmp_path_factory.mktemp("toy")
+    real = compare.train_run
+    runs = []
+
+    def interrupted_in_second_run(run, advance):
+        runs.append(run)
+        steps = []
+
+        def ctrl_c_at_second_step(n):
+            steps.extend([1] * n)
+            if len(runs) == 2 and len(steps) == 2:
+                raise KeyboardInterrupt  # step 2 logged, its checkpoint not yet written
+            advance(n)
+
+        return real(run, ctrl_c_at_second_step)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(compare, "train_run", interrupted_in_second_run)
+        assert main(["compare", str(TOY), "--out", str(out)]) == 130
+    states = [run.state for run in compare.plan(compare.load_sweep(TOY), out)]
+    partial = pd.read_csv(out / "results.csv")
+    logged = (out / "runs/beam-s0/metrics.jsonl").read_text().splitlines()
+    stamp = (out / "runs/none-s0/metrics.jsonl").stat().st_mtime_ns
+    assert main(["compare", str(TOY), "--out", str(out)]) == 0
+    return out, (states, partial, logged), stamp
+
+
+def test_outputs_have_a_row_per_run_and_per_arm(toy_out):
+    out, _, _ = toy_out
+    results = pd.read_csv(out / "results.csv")
+    required = ["arm", "env", "algo", "search", "seed", "final_val_success_rate", "final_val_mean_return",
+                "initial_val_success_rate", "steps", "tokens_generated", "env_steps", "sim_env_steps",
+                "wall_seconds", "steps_to_threshold", "run_dir"]
+    assert set(required) <= set(results.columns)
+    assert list(results["arm"]) == ["none", "beam"] and list(results["search"]) == ["none", "beam"]
+    assert (results["steps"] == 2).all() and (results["tokens_generated"] > 0).all()
+    by_arm = results.set_index("arm")
+    assert by_arm.loc["none", "sim_env_steps"] == 0 < by_arm.loc["beam", "sim_env_steps"]
+
+    table = pd.read_csv(out / "table.csv")
+    assert list(table["arm"]) == ["none", "beam"] and (table["seeds"] == 1).all()
+    assert {"final_val_success", "steps_to_threshold", "tokens_generated", "env_steps", "sim_env_steps",
+            "wall_seconds"} <= set(table.columns)
+    rows = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(rows) == 3 and "held-out success" in rows[0]
+
+    curves = pd.read_csv(out / "curves.csv")
+    assert list(curves.columns[:3]) == ["arm", "seed", "step"]
+    assert curves.groupby("arm")["step"].apply(list).to_dict() == {"none": [0, 1, 2], "beam": [0, 1, 2]}
+    assert curves["val_success_rate"].notna().all()  # the toy sweep evaluates every step
+    for name in ("success_vs_step.png", "success_vs_tokens.png"):
+        assert (out / name).stat().st_size > 10_000
+
+
+def test_interrupted_sweep_resumes_without_retraining(toy_out):
+    out, (states, partial, logged), stamp = toy_out
+    assert states == ["done", "resume"]
+    assert list(partial["arm"]) == ["none"]  # results.csv kept the run that finished before Ctrl-C
+    assert (out / "runs/none-s0/metrics.jsonl").stat().st_mtime_ns == stamp  # not trained again
+    resumed = read_metrics(out / "runs/beam-s0")
+    assert [record["step"] for record in resumed] == [0, 1, 2]
+    # continued from step 1's checkpoint: steps 0-1 were kept (timings would differ if redone)
+    assert (out / "runs/beam-s0/metrics.jsonl").read_text().splitlines()[:2] == logged[:2]
+    assert [run.state for run in compare.plan(compare.load_sweep(TOY), out)] == ["done", "done"]
+
+
+def test_table_only_rebuilds_from_results(toy_out, tmp_path, monkeypatch):
+    out = tmp_path / "copy"
+    shutil.copytree(toy_out[0], out)
+    expected = (out / "table.md").read_text()
+    for name in ("table.md", "table.csv", "curves.csv", "success_vs_step.png"):
+        (out / name).unlink()
+    monkeypatch.setattr(compare, "train_run", lambda run, advance: pytest.fail("--table-only trained"))
+    assert main(["compare", str(TOY), "--out", str(out), "--table-only"]) == 0
+    assert (out / "table.md").read_text() == expected
+    assert (out / "table.csv").is_file() and (out / "success_vs_step.png").is_file()
+
+
+def test_table_only_without_run_dirs_uses_saved_curves(toy_out, tmp_path):
+    """results/ commits tables and curves but no run dirs: --table-only still works there."""
+    out = tmp_path / "committed"
+    shutil.copytree(toy_out[0], out, ignore=shutil.ignore_patterns("runs"))
+    expected = (out / "table.md").read_text()
+    assert main(["compare", str(TOY), "--out", str(out), "--table-only"]) == 0
+    assert (out / "table.md").read_text() == expected
+
+
+def test_plan_states_and_mismatched_run_dir(tmp_path):
+    sweep = compare.load_sweep(TOY)
+    assert [(r.arm, r.seed, r.state) for r in compare.plan(sweep, tmp_path)] == [("none", 0, "new"),
+                                                                                ("beam", 0, "new")]
+    started = compare.plan(sweep, tmp_path)[0]
+    started.dir.mkdir(parents=True)
+    dump_config(started.cfg, started.dir / "config.yaml")
+    assert [r.state for r in compare.plan(sweep, tmp_path)] == ["resume", "new"]
+    other = compare.Sweep(sweep.path, sweep.base, sweep.seeds, sweep.arms,
+                          {**sweep.overrides, "trainer.steps": 3}, sweep.threshold)
+    with pytest.raises(compare.SweepError, match="trainer.steps"):
+        compare.plan(other, tmp_path)
+
+
+# ------------------------------------------------------------------ the table as a pure function
+def hand_made():
+    """Arm a: 3 seeds, final 0.5/0.7/0.6 (mean 0.6, std 0.1); b never gets there; c: one of two seeds does."""
+    finals = {("a", 0): 0.5, ("a", 1): 0.7, ("a", 2): 0.6, ("b", 0): 0.2, ("b", 1): 0.1,
+              ("c", 0): 0.4, ("c", 1): 0.0}
+    curves_by_run = {("a", 0): [0.0, 0.3, 0.5], ("a", 1): [0.0, 0.4, 0.7], ("a", 2): [0.0, 0.2, 0.6],
+                     ("b", 0): [0.0, 0.1, 0.2], ("b", 1): [0.0, 0.0, 0.1],
+                     ("c", 0): [0.1, 0.35, 0.4], ("c", 1): [0.0, 0.0, 0.0]}
+    results = pd.DataFrame([
+        {"arm": arm, "env": "frozenlake", "algo": "grpo", "search": "beam" if arm == "a" else "none",
+         "seed": seed, "final_val_success_rate": final, "initial_val_success_rate": 0.0,
+         "tokens_generated": 1000 * (seed + 1), "env_steps": 10, "sim_env_steps": 40 if arm == "a" else 0,
+         "wall_seconds": 2.5}
+        for (arm, seed), final in finals.items()])
+    curves = pd.DataFrame([{"arm": arm, "seed": seed, "step": 5 * i, "val_success_rate": value}
+                           for (arm, seed), values in curves_by_run.items() for i, value in enumerate(values)])
+    return results, curves
+
+
+def test_steps_to_threshold_is_first_step_reaching_fraction_of_best_arm():
+    results, curves = hand_made()
+    assert compare.threshold_target(results, 0.5) == pytest.approx(0.3)  # best arm a: mean 0.6
+    steps = compare.steps_to_threshold(results, curves, 0.5)
+    assert list(steps[:3]) == [5.0, 5.0, 10.0]
+    assert steps[3:5].isna().all() and steps[5] == 5.0 and math.isnan(steps[6])
+    nothing_learned = results.assign(final_val_success_rate=0.0)
+    assert compare.steps_to_threshold(nothing_learned, curves, 0.5).isna().all()
+
+
+def test_arm_table_mean_std_and_compute():
+    results, curves = hand_made()
+    results["steps_to_threshold"] = compare.steps_to_threshold(results, curves, 0.5)
+    table = compare.arm_table(results).set_index("arm")
+    assert list(table.index) == ["a", "b", "c"]
+    assert table.loc["a", "final_val_success"] == "0.600 ± 0.100"
+    assert table.loc["a", "final_val_success_std"] == pytest.approx(0.1)
+    assert table.loc["a", "steps_to_threshold"] == "6.7" and table.loc["b", "steps_to_threshold"] == "—"
+    assert table.loc["c", "steps_to_threshold"] == "5.0 (1/2 seeds)"
+    assert table.loc["a", "tokens_generated"] == 2000 and table.loc["b", "sim_env_steps"] == 0
+    assert compare.mean_std(pd.Series([0.25])) == "0.250"
+    markdown = compare.to_markdown(table.reset_index(), "caption")
+    assert markdown.startswith("caption\n") and "| a | beam | 3 | 0.600 ± 0.100 | 6.7 | 2,000 |" in markdown
+
+
+# ------------------------------------------------------------------ bad sweep files
+BAD = {
+    "unknown key": f"base: {BASE}\nseeds: [0]\narms: [{{name: a}}]\nrepeats: 3\n",
+    "missing base": "seeds: [0]\narms: [{name: a}]\n",
+    "base not found": "base: nowhere.yaml\nseeds: [0]\narms: [{name: a}]\n",
+    "empty arms": f"base: {BASE}\nseeds: [0]\narms: []\n",
+    "empty seeds": f"base: {BASE}\nseeds: []\narms: [{{name: a}}]\n",
+    "duplicate arms": f"base: {BASE}\nseeds: [0]\narms: [{{name: a}}, {{name: a}}]\n",
+    "unknown config key": f"base: {BASE}\nseeds: [0]\narms: [{{name: a, set: {{search.nope: 1}}}}]\n",
+    "bad value": f"base: {BASE}\nseeds: [0]\narms: [{{name: a, set: {{search.strategy: greedy}}}}]\n",
+    "bad shared override": f"base: {BASE}\nseeds: [0]\noverrides: {{trainer.steps: many}}\narms: [{{name: a}}]\n",
+    "reserved key": f"base: {BASE}\nseeds: [0]\narms: [{{name: a, set: {{trainer.seed: 3}}}}]\n",
+    "bad arm name": f"base: {BASE}\nseeds: [0]\narms: [{{name: ../a}}]\n",
+    "bad threshold": f"base: {BASE}\nseeds: [0]\narms: [{{name: a}}]\nthreshold: 2\n",
+    "not a mapping": "- a\n- b\n",
+    "malformed": "base: [unclosed\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_sweep_is_one_line_exit_2(case, tmp_path, capsys):
+    sweep = tmp_path / "bad.yaml"
+    sweep.write_text(BAD[case])
+    assert main(["compare", str(sweep), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("tsr: error:") and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_missing_sweep_and_table_only_without_results(tmp_path, capsys):
+    assert main(["compare", str(tmp_path / "none.yaml")]) == 2
+    assert main(["compare", str(TOY), "--out", str(tmp_path), "--table-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "not found" in err[0] and "results.csv" in err[1]
+
+
+@pytest.mark.parametrize("sweep", sorted(p.name for p in (ROOT / "experiments/sweeps").glob("*.yaml")))
+def test_shipped_sweeps_are_valid(sweep):
+    loaded = compare.load_sweep(ROOT / "experiments/sweeps" / sweep)
+    assert loaded.arms and loaded.seeds
