@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from tsr_cli import compare
 from tsr_cli.cli import main
