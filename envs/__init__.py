@@ -8,6 +8,6 @@ environments.
 from envs.base import GRID_CHARSET, TextEnv, make, register, registered
 
 # imported for their side effect: each module registers its environment
-from envs import frozenlake, sokoban  # noqa: E402,F401  isort: skip
+from envs import frozenlake, sokoban, webshop  # noqa: E402,F401  isort: skip
 
 __all__ = ["GRID_CHARSET", "TextEnv", "make", "register", "registered"]

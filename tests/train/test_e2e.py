@@ -92,9 +92,10 @@ def weights(run_dir, step):
 
 
 def comparable(run_dir):
-    """metrics.jsonl without the wall-clock fields."""
+    """metrics.jsonl without the measurements of the machine (seconds, memory)."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if not k.startswith("time_") and k != "wall_seconds"} for r in rows]
+    measured = ("wall_seconds", "peak_rss_mb")
+    return [{k: v for k, v in r.items() if not k.startswith("time_") and k not in measured} for r in rows]
 
 
 def test_sigkill_then_resume_is_exact(tmp_path):
