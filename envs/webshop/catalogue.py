@@ -86,7 +86,8 @@ def load_catalogue(
     """The shared catalogue: generated when `data_dir` is None, else read from WebShop's files.
 
     num_products: keep only the first N products (as WebShop's `num_products`);
-    for the generated catalogue it is the number generated (default 616).
+    for the generated catalogue it is the number generated (default 594:
+    22 of each of 27 product types).
     seed: the RNG for range prices and price bounds (and for generation).
     """
     if data_dir is None:

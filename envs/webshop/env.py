@@ -206,7 +206,7 @@ class WebShopEnv(TextEnv):
             out.append(" ".join(words[start:start + size]))
         phrases = self.catalogue.search_phrases
         picks = self.np_random.choice(len(phrases), size=min(CATALOGUE_SUGGESTIONS, len(phrases)), replace=False)
-        out += [phrases[int(i)] for i in picks]
+        out += [" ".join(phrases[int(i)].replace(",", " ").split()) for i in picks]  # ", " separates actions
         return tuple(dict.fromkeys(q for q in out if q))
 
     # -- info and search support

@@ -365,7 +365,10 @@ def _bullet(attribute: str, noun: str) -> str:
 
 
 def _join(items: list[str]) -> str:
-    return ", ".join(items[:-1]) + (" and " if len(items) > 1 else "") + items[-1] if items else ""
+    """"a", "a and b", "a, b and c"."""
+    if len(items) < 2:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _pricing(kind: ProductType, rng: random.Random) -> str:

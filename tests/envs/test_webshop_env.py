@@ -243,10 +243,11 @@ def test_actions_are_case_and_space_tolerant(env):
     assert env.step("Click[Buy Now]")[2] is True
 
 
-def test_every_listed_action_is_legal_and_observations_fit_the_space():
-    env = envs.make("webshop")
+@pytest.mark.parametrize("kwargs", [{}, pytest.param({"data_dir": DATA_DIR, "split": "test"}, marks=needs_data)])
+def test_every_listed_action_is_legal_and_observations_fit_the_space(kwargs):
+    env = envs.make("webshop", **kwargs)
     rng = np.random.default_rng(0)
-    for seed in range(15):
+    for seed in range(40):
         obs, _ = env.reset(seed=seed)
         for _ in range(12):
             assert env.observation_space.contains(obs)

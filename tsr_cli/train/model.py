@@ -88,12 +88,16 @@ class TrainableModel:
     def forward(self, batch: TokenBatch, values: bool = False, entropy: bool = False) -> Forward:
         """Log-probs of the batch's targets under the current weights (and values/entropy)."""
         want_hidden = values and self.critic_model is None
+        # Project onto the vocabulary only where some row has a model token: the
+        # loss never reads the other positions, and with a 49k vocabulary their
+        # logits would dominate time and memory.
+        keep = batch.mask.any(0).nonzero().squeeze(1)
         with self.autocast():
             out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                             output_hidden_states=want_hidden, use_cache=False)
-        logits = out.logits[:, :-1].float()
-        logp = token_logprobs(logits, batch.input_ids[:, 1:])
-        ent = entropy_from_logits(logits) if entropy else None
+                             output_hidden_states=want_hidden, use_cache=False, logits_to_keep=keep)
+        logits = out.logits.float()
+        logp = _scatter(token_logprobs(logits, batch.input_ids[:, keep + 1]), keep, batch.mask)
+        ent = _scatter(entropy_from_logits(logits), keep, batch.mask) if entropy else None
         vals = self._values(batch, out) if values else None
         return Forward(logp, ent, vals)
 
@@ -116,6 +120,13 @@ class TrainableModel:
             return self.forward(batch).logprobs
         finally:
             self.model = live
+
+
+def _scatter(kept: torch.Tensor, keep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[N, P] values at target positions `keep` -> [N, L] with zeros elsewhere."""
+    full = kept.new_zeros(like.shape)
+    full[:, keep] = kept
+    return full
 
 
 def _add_lora(model, section: PolicySection):
