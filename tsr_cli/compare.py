@@ -37,9 +37,8 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-import yaml
 
-from tsr_cli.train.config import ConfigError, TrainConfig, load_config
+from tsr_cli.train.config import ConfigError, TrainConfig, load_config, read_yaml_mapping
 from tsr_cli.train.run import Run, write_curves
 
 SWEEP_KEYS = ("base", "seeds", "arms", "overrides", "threshold")
@@ -92,7 +91,7 @@ class Sweep:
 def load_sweep(path: str | Path) -> Sweep:
     """Read and check a sweep file; every arm's config is built so bad keys fail before any run."""
     path = Path(path)
-    raw = _read_mapping(path)
+    raw = read_yaml_mapping(path, "sweep file", SweepError)
     where = path.name
     unknown = [key for key in raw if key not in SWEEP_KEYS]
     if unknown:
@@ -103,18 +102,6 @@ def load_sweep(path: str | Path) -> Sweep:
     for arm in sweep.arms:
         sweep.config(arm, sweep.seeds[0])
     return sweep
-
-
-def _read_mapping(path: Path) -> dict:
-    if not path.is_file():
-        raise SweepError(f"sweep file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SweepError(f"{path.name}: malformed YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise SweepError(f"{path.name}: the top level must be a mapping with keys {', '.join(SWEEP_KEYS)}")
-    return data
 
 
 def _base(value, path: Path) -> Path:

@@ -200,7 +200,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """Read YAML (optional), apply dotted `section.key` overrides, validate, build."""
     raw: dict = {}
     if path is not None:
-        raw = _read_yaml(Path(path))
+        raw = read_yaml_mapping(Path(path))
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         if not key:
@@ -211,17 +211,19 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return build_config(raw)
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml_mapping(path: Path, what: str = "config file", error: type = None) -> dict:
+    """A YAML file whose top level is a mapping (empty file: {}); `error` is raised otherwise."""
+    error = error or ConfigError
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise error(f"{what} not found: {path}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML ({str(exc).splitlines()[0]})") from None
+        raise error(f"{path}: malformed YAML ({str(exc).splitlines()[0]})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        raise error(f"{path}: the top level must be a mapping")
     return data
 
 
