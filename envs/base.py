@@ -55,6 +55,15 @@ class TextEnv(gym.Env):
         except ValueError:
             return None
 
+    def vocabulary(self) -> list[str]:
+        """Text this env can show beyond its reset pages (item names, options, ...).
+
+        A from-scratch tokenizer (the `tiny` policy) is built from the words the
+        model may read and must write; reset observations alone miss what only
+        appears after a few steps. Grid worlds show everything at reset.
+        """
+        return []
+
     def heuristic(self) -> float:
         """Task-specific value of the current state; higher is closer to success."""
         raise NotImplementedError

@@ -220,6 +220,18 @@ class WebShopEnv(TextEnv):
             "goal_index": self.goal_index,
         }
 
+    def vocabulary(self) -> list[str]:
+        """Every product's title, option values and ASIN, every goal's instruction, and the controls."""
+        texts = ["click[back to search] click[< prev] click[next >] click[description] "
+                 "click[features] click[reviews] click[buy now] search[]"]
+        texts += [product["asin"] for product in self.catalogue.products]
+        texts += [goal["instruction_text"] for goal in self.catalogue.goals]
+        for product in self.catalogue.products:
+            texts.append(product.get("Title", product.get("name", "")))
+            for values in product.get("options", {}).values():
+                texts.extend(values)
+        return texts
+
     def heuristic(self) -> float:
         """Page progress plus how well the open item and options match the goal (see heuristic.py)."""
         return state_value(self.page, self.catalogue, self.goal_index)

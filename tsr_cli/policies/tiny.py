@@ -129,7 +129,7 @@ def env_vocabulary(env_names: Sequence[str] | None = None, seeds: Iterable[int] 
 def _env_texts(env, seeds: list[int]) -> list[str]:
     from tsr_cli.agent.protocol import ProtocolConfig, first_message, turn_message
 
-    texts = [env.instruction, env.legend, *env.action_names]
+    texts = [env.instruction, env.legend, *env.action_names, *env.vocabulary()]
     for seed in seeds:
         observation = env.reset(seed=seed)[0]
         for answer_only in (False, True):
