@@ -120,11 +120,14 @@ class _ToyEnv:
     def reset(self, seed=None):
         return f"P.{seed}.F", {}
 
+    def vocabulary(self):
+        return ["Flag planted."]
+
 
 def test_env_vocabulary_covers_env_text_and_protocol(monkeypatch):
     toy = types.SimpleNamespace(make=lambda name: _ToyEnv(), registered=lambda: ["toy"])
     monkeypatch.setitem(sys.modules, "envs", toy)
     tokenizer = build_tiny_tokenizer(env_vocabulary(["toy"]))
-    text = "Reach the flag. Available actions: north, south\nTurn 1:\nState:\nP.2.F Reward"
+    text = "Reach the flag. Available actions: north, south\nTurn 1:\nState:\nP.2.F Reward planted"
     ids = tokenizer.encode(text, add_special_tokens=False)
     assert tokenizer.unk_token_id not in ids
