@@ -46,7 +46,10 @@ class HFPolicy:
                         **load_kwargs) -> "HFPolicy":
         """Load a local model directory, or a hub id (downloads only if one is named)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        # tsr draws its own progress on stderr; transformers' per-load bars are noise there
+        hf_logging.disable_progress_bar()
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, **load_kwargs)
         model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=torch.float32, **load_kwargs)
         return cls(model, tokenizer, seed=seed, device=device, dtype=dtype, name=name or str(path_or_id))

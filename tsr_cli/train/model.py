@@ -130,7 +130,12 @@ def _scatter(kept: torch.Tensor, keep: torch.Tensor, like: torch.Tensor) -> torc
 
 
 def _add_lora(model, section: PolicySection):
+    import warnings
+
     from peft import LoraConfig, get_peft_model
+
+    # peft calls a transformers method that transformers 5 deprecates; not ours to fix
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
     config = LoraConfig(r=section.lora_rank, lora_alpha=section.lora_alpha,
                         lora_dropout=section.lora_dropout, target_modules=list(section.lora_targets),
