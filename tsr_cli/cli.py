@@ -112,7 +112,7 @@ def eval_cmd(
     if as_json:
         print(json.dumps(summary))
     else:
-        _print_summary(summary)
+        _print_metrics(f"{summary['env']} · {summary['policy']} · {summary['search']}", summary)
 
 
 @app.command("train")
@@ -174,10 +174,7 @@ def _train_with_progress(run) -> None:
         run._user_on_step = lambda record: advance(1) if record["step"] > 0 else None
         summary = run.train()
     plot_runs([run.dir])
-    table = Table("metric", "value", title=f"{label} · {run.dir}")
-    for key, value in summary.items():
-        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    out.print(table)
+    _print_metrics(f"{label} · {run.dir}", summary)
 
 
 @app.command("plot")
@@ -269,8 +266,8 @@ def _progress(label: str, total: int):
     return progress_bar(err, label, total)
 
 
-def _print_summary(summary: dict) -> None:
-    table = Table("metric", "value", title=f"{summary['env']} · {summary['policy']} · {summary['search']}")
+def _print_metrics(title: str, summary: dict) -> None:
+    table = Table("metric", "value", title=title)
     for key, value in summary.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     out.print(table)

@@ -92,14 +92,7 @@ def _optimizer_tensors(trainer) -> tuple[dict, list]:
 def load_into(trainer, path: Path) -> None:
     """Restore weights, optimiser, RNG states and counters from a checkpoint."""
     path = Path(path)
-    weights = load_file(str(path / "weights.safetensors"))
-    named = trainer.model.named_trainable()
-    missing = set(named) - set(weights)
-    if missing:
-        raise ValueError(f"{path}: checkpoint lacks {len(missing)} trained tensors, e.g. {sorted(missing)[0]}")
-    with torch.no_grad():
-        for name, param in named.items():
-            param.copy_(weights[name])
+    _load_weights(trainer.model, path)
     tensors = load_file(str(path / "optimizer.safetensors"))
     state = json.loads((path / "trainer_state.json").read_text())
     _restore_optimizer(trainer.optimizer, tensors, state["param_groups"])
@@ -110,6 +103,18 @@ def load_into(trainer, path: Path) -> None:
     trainer.totals = state["totals"]
     trainer.initial_eval = state["initial_eval"]
     trainer.last_eval = state["last_eval"]
+
+
+def _load_weights(model, path: Path) -> None:
+    """Copy `weights.safetensors` into every trained tensor of `model`, by name."""
+    weights = load_file(str(path / "weights.safetensors"))
+    named = model.named_trainable()
+    missing = set(named) - set(weights)
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {len(missing)} trained tensors, e.g. {sorted(missing)[0]}")
+    with torch.no_grad():
+        for name, param in named.items():
+            param.copy_(weights[name])
 
 
 def _restore_optimizer(optimizer, tensors: dict, groups: list) -> None:
@@ -143,10 +148,7 @@ def load_checkpoint_policy(path: Path, *, seed: int = 0, **kw):
     policy.generator.manual_seed(seed)
     critic = cfg.algo.critic if cfg.algo.name == "ppo" else None
     model = TrainableModel(policy, cfg.policy, critic)
-    weights = load_file(str(Path(path) / "weights.safetensors"))
-    with torch.no_grad():
-        for name, param in model.named_trainable().items():
-            param.copy_(weights[name])
+    _load_weights(model, Path(path))
     policy.name = str(path)
     return policy
 
