@@ -111,6 +111,45 @@ def test_table_only_without_run_dirs_uses_saved_curves(toy_out, tmp_path):
     assert (out / "table.md").read_text() == expected
 
 
+def test_one_cell_reruns_to_the_same_numbers(toy_out, tmp_path):
+    """`--arm A --seed S` into a new directory reproduces that cell of the sweep exactly.
+
+    The sweep's beam run was interrupted and resumed; the re-run trains straight
+    through, so this also checks that resuming did not change the result.
+    """
+    out, _, _ = toy_out
+    assert main(["compare", str(TOY), "--arm", "beam", "--seed", "0", "--out", str(tmp_path)]) == 0
+    again = pd.read_csv(tmp_path / "results.csv")
+    assert list(again["arm"]) == ["beam"]
+    sweep_row = pd.read_csv(out / "results.csv").set_index("arm").loc["beam"]
+    for key in ("final_val_success_rate", "final_val_mean_return", "tokens_generated", "env_steps",
+                "sim_env_steps"):
+        assert again.loc[0, key] == sweep_row[key], key
+    curve = pd.read_csv(tmp_path / "runs/beam-s0/curves.csv")
+    original = pd.read_csv(out / "runs/beam-s0/curves.csv")
+    for key in ("val_success_rate", "train_return", "loss", "entropy"):
+        pd.testing.assert_series_equal(curve[key], original[key])
+
+
+def test_rerunning_a_cell_in_place_keeps_the_other_rows(toy_out, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(toy_out[0], out)
+    shutil.rmtree(out / "runs/none-s0")
+    before = pd.read_csv(out / "results.csv")
+    assert main(["compare", str(TOY), "--arm", "none", "--out", str(out)]) == 0
+    after = pd.read_csv(out / "results.csv")
+    assert list(after["arm"]) == ["none", "beam"]
+    pd.testing.assert_series_equal(after["final_val_success_rate"], before["final_val_success_rate"])
+
+
+@pytest.mark.parametrize("flags, message", [(["--arm", "greedy"], "no arm 'greedy'"),
+                                            (["--seed", "7"], "no seed 7")])
+def test_selecting_an_unknown_cell_is_one_line_exit_2(flags, message, tmp_path, capsys):
+    assert main(["compare", str(TOY), *flags, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
 def test_plan_states_and_mismatched_run_dir(tmp_path):
     sweep = compare.load_sweep(TOY)
     assert [(r.arm, r.seed, r.state) for r in compare.plan(sweep, tmp_path)] == [("none", 0, "new"),

@@ -197,22 +197,32 @@ def compare_cmd(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output directory; default results/<sweep name>"),
     table_only: bool = typer.Option(False, "--table-only", help="rebuild tables, curves and plots from "
                                     "results.csv and the run dirs; train nothing"),
+    arms: List[str] = typer.Option([], "--arm", help="run only this arm (repeatable); with --seed, "
+                                   "one cell: its final success re-runs exactly"),
+    seeds: List[int] = typer.Option([], "--seed", help="run only this seed (repeatable)"),
 ) -> None:
-    """Run an ablation sweep (arms x seeds), resuming where it stopped; write tables, curves, plots."""
+    """Run an ablation sweep (arms x seeds), resuming where it stopped; write tables, curves, plots.
+
+    Runs go one after another; an interrupted sweep resumes at the first run that
+    has not finished. To check one cell of a committed result, re-run it into a
+    new directory, e.g. `tsr compare experiments/sweeps/frozenlake_grpo.yaml
+    --arm beam --seed 1 --out /tmp/cell`, and compare its results.csv row.
+    """
     from tsr_cli import compare
     from tsr_cli.progress import progress_bar
 
     with UserError.wrap(ValueError, FileNotFoundError, OSError):
         spec = compare.load_sweep(sweep)
         target = out_dir or compare.default_out(spec)
-        runs = [] if table_only else compare.plan(spec, target)
+        planned = [] if table_only else compare.plan(spec, target)
+        runs = [] if table_only else compare.select(planned, arms, seeds)
     if runs:
         states = Table("run", "state", title=f"sweep {spec.name} -> {target}")
         for run in runs:
             states.add_row(str(run.dir), run.state)
         err.print(states)
         with progress_bar(err, f"compare {spec.name}", sum(r.cfg.trainer.steps for r in runs)) as advance:
-            compare.run_sweep(runs, target, advance)
+            compare.run_sweep(runs, target, advance, cells=[(r.arm, r.seed) for r in planned])
     with UserError.wrap(FileNotFoundError):
         written = compare.write_outputs(spec, target)
     out.print((target / "table.md").read_text(), markup=False, highlight=False, soft_wrap=True)

@@ -196,6 +196,15 @@ def plan(sweep: Sweep, out: Path) -> list[PlannedRun]:
     return runs
 
 
+def select(runs: list[PlannedRun], arms: list[str] = (), seeds: list[int] = ()) -> list[PlannedRun]:
+    """The runs of the named arms and seeds (all when none are named): one cell re-run alone."""
+    for wanted, have, what in ((arms, [r.arm for r in runs], "arm"), (seeds, [r.seed for r in runs], "seed")):
+        unknown = [w for w in wanted if w not in have]
+        if unknown:
+            raise SweepError(f"no {what} {unknown[0]!r} in this sweep; it has {', '.join(map(str, dict.fromkeys(have)))}")
+    return [r for r in runs if (not arms or r.arm in arms) and (not seeds or r.seed in seeds)]
+
+
 def _state(cfg: TrainConfig) -> str:
     """A run dir made from another config is an error: reusing it would silently mix settings."""
     directory = cfg.resolved_run_dir()
@@ -234,13 +243,34 @@ def train_run(run: PlannedRun, advance: Callable[[int], None]) -> dict:
     return job.train()
 
 
-def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[int], None] = lambda n: None) -> pd.DataFrame:
-    """Train the runs one after another; results.csv is rewritten after each, so it holds what finished."""
-    rows = []
+def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[int], None] = lambda n: None,
+              cells: list[tuple[str, int]] | None = None) -> pd.DataFrame:
+    """Train the runs one after another; results.csv is rewritten after each, so it holds what finished.
+
+    `cells` are the sweep's (arm, seed) pairs in sweep order (default: the
+    runs'). Rows of those cells already in OUT/results.csv and not among
+    `runs` are kept, so re-running one selected cell does not drop the others.
+    """
+    cells = cells or [(run.arm, run.seed) for run in runs]
+    rows = _kept_rows(out, cells, runs)
     for run in runs:
-        rows.append(result_row(run, train_run(run, advance)))
-        write_results(pd.DataFrame(rows, columns=RESULT_COLUMNS), out)
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+        rows[(run.arm, run.seed)] = result_row(run, train_run(run, advance))
+        write_results(_in_order(rows, cells), out)
+    return _in_order(rows, cells)
+
+
+def _kept_rows(out: Path, cells: list[tuple[str, int]], runs: list[PlannedRun]) -> dict:
+    path = Path(out) / "results.csv"
+    if not path.is_file():
+        return {}
+    rerun = {(run.arm, run.seed) for run in runs}
+    rows = {(row["arm"], int(row["seed"])): row
+            for row in pd.read_csv(path, dtype={"arm": str}).to_dict("records")}
+    return {cell: row for cell, row in rows.items() if cell in cells and cell not in rerun}
+
+
+def _in_order(rows: dict, cells: list[tuple[str, int]]) -> pd.DataFrame:
+    return pd.DataFrame([rows[cell] for cell in cells if cell in rows], columns=RESULT_COLUMNS)
 
 
 def result_row(run: PlannedRun, summary: dict) -> dict:
