@@ -8,7 +8,7 @@ import torch
 from tsr_cli.policies.base import SamplingParams
 from tsr_cli.policies.codecs import ByteCodec
 from tsr_cli.policies.fake import FakeLogitsPolicy
-from tsr_cli.policies.sampling import left_pad, pick_tokens, top_p_filter
+from tsr_cli.policies.sampling import left_pad, pick_tokens, shared_runs, top_p_filter
 
 CODEC = ByteCodec()
 V = CODEC.vocab_size
@@ -77,6 +77,27 @@ def test_repeated_prompts_are_prefilled_once():
     out = policy.generate([PROMPTS[0], PROMPTS[1], PROMPTS[0]], 2, SamplingParams(max_new_tokens=3, stop=()))
     assert [len(group) for group in out] == [2, 2, 2]
     assert policy.batch_sizes == [2, 6, 6]
+
+
+def test_prompts_with_a_long_common_prefix_share_its_prefill():
+    head = CODEC.encode("a shared conversation of many turns ")
+    family = [head + CODEC.encode(t) for t in ("up", "down", "left!")]
+    policy = FakeLogitsPolicy(bias=no_eos_bias())
+    out = policy.generate([*family, PROMPTS[1]], 2, SamplingParams(max_new_tokens=3, stop=()))
+    assert [len(group) for group in out] == [2, 2, 2, 2]
+    # one prefill of the two prefixes (the family's and the lone prompt's), one of the
+    # four suffixes, then the 8 samples decode together
+    assert policy.batch_sizes == [2, 4, 8, 8]
+    assert all(len(c.token_ids) == 3 for group in out for c in group)
+
+
+def test_shared_runs_need_a_long_enough_common_prefix():
+    head = list(range(40))
+    assert shared_runs([head + [1, 2], head + [3, 4], head + [5, 6]]) == [(0, 3, 40)]
+    assert shared_runs([head + [1, 2], list(range(100, 140))]) == [(0, 1, 40), (1, 2, 38)]
+    # a prefix under half of the first prompt is not worth a second pass
+    assert shared_runs([head[:20] + list(range(200, 260)), head[:20] + [1, 2]]) == [(0, 1, 78), (1, 2, 20)]
+    assert shared_runs([[1, 2], [1, 2, 3]]) == [(0, 1, 0), (1, 2, 1)]
 
 
 @pytest.mark.parametrize("max_new_tokens", [1, 7])

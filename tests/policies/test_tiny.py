@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tsr_cli.agent.parse import parse_response
+from tsr_cli.policies import sampling
 from tsr_cli.policies.base import SamplingParams
 from tsr_cli.policies.codecs import render_chatml
 from tsr_cli.policies.tiny import (
@@ -131,3 +132,27 @@ def test_env_vocabulary_covers_env_text_and_protocol(monkeypatch):
     text = "Reach the flag. Available actions: north, south\nTurn 1:\nState:\nP.2.F Reward planted"
     ids = tokenizer.encode(text, add_special_tokens=False)
     assert tokenizer.unk_token_id not in ids
+
+
+def test_prompts_sharing_a_prefix_generate_as_if_prefilled_alone(policy):
+    """Search's look-ahead probes share a long conversation: its prefill is shared
+    (sampling.prefill), with a padding gap in the cache, and changes nothing."""
+    long, short = prompts(policy.codec)
+    endings = [policy.codec.encode(t) for t in ("up up", "down left", "right right right")]
+    family = [long + e for e in endings]
+    assert sampling.shared_runs(family + [short]) == [(0, 3, len(long)), (3, 4, len(short) - 2)]
+    params = SamplingParams(temperature=0, max_new_tokens=6, stop=())
+    together = policy.generate(family + [short], 2, params)
+    for prompt, group in zip(family + [short], together):
+        alone = policy.generate([prompt], 1, params)[0][0]
+        assert group[0].token_ids == group[1].token_ids == alone.token_ids
+        assert group[0].logprobs == pytest.approx(alone.logprobs, abs=1e-4)
+    sampled = SamplingParams(temperature=1.0, max_new_tokens=6, stop=(), seed=3)
+    plain = sampling.MIN_SHARED_TOKENS
+    try:
+        sampling.MIN_SHARED_TOKENS = 10**9  # sharing off: one plain left-padded prefill
+        unshared = policy.generate(family + [short], 2, sampled)
+    finally:
+        sampling.MIN_SHARED_TOKENS = plain
+    shared = policy.generate(family + [short], 2, sampled)
+    assert [[c.token_ids for c in g] for g in shared] == [[c.token_ids for c in g] for g in unshared]

@@ -51,7 +51,8 @@ class FakeLogitsPolicy:
         self.forward_calls += 1
         self.batch_sizes.append(input_ids.shape[0])
         seen = attention_mask.sum(dim=-1)
-        prompt_len = seen if past is None else past
+        # a prefill (no cache, or a prompt's suffix after its shared prefix) sees only prompt tokens
+        prompt_len = seen if past is None or input_ids.shape[1] > 1 else past
         logits = self.bias.expand(input_ids.shape[0], -1).clone()
         if self.script is not None:
             step = (seen - prompt_len).clamp(max=len(self.script) - 1)

@@ -12,7 +12,9 @@ A model plugs in through two functions:
         -> (logits of the last position [B, V], past)
     reorder(past, index [B']) -> past holding rows `index` of the batch
 
-`attention_mask` covers the cached tokens plus the new ones. `past` is
+`attention_mask` covers the cached tokens plus the new ones; it may have a
+padding gap in the middle (see `prefill`). A call with a cache and more than
+one input token continues a prompt; with one token it is a decode step. `past` is
 whatever the model caches (None before the first call); the default
 `reorder` handles None and (nested tuples of) tensors with the batch first.
 
@@ -140,9 +142,8 @@ def sample(
         raise ValueError("sample needs at least one prompt and no empty prompt")
     device = generator.device
     unique, which = _dedupe(prompts)
-    ids, mask = left_pad(unique, pad_id, device)
-    logits, past = forward(ids, mask, _positions(mask), None)
-    # Prefill each distinct prompt once (search often repeats a state), then
+    logits, past, mask = prefill(forward, reorder, unique, pad_id, device)
+    # Each distinct prompt was prefilled once (search often repeats a state);
     # give each of the n samples of every prompt its own copy of the cache.
     copies = torch.tensor(which, device=device).repeat_interleave(n)
     logits, past, mask = logits[copies], reorder(past, copies), mask[copies]
@@ -161,6 +162,75 @@ def sample(
         mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
         logits, past = forward(tokens[:, None], mask, _positions(mask)[:, -1:], past)
     return _completions(rows, len(prompts), n, decode)
+
+
+#: a run of prompts shares its prefix's prefill when that prefix is at least this
+#: many tokens and at least this fraction of the run's first prompt
+MIN_SHARED_TOKENS = 16
+MIN_SHARED_FRACTION = 0.5
+
+
+def prefill(forward: Forward, reorder: Reorder, prompts: Sequence[Sequence[int]], pad_id: int, device):
+    """Run distinct prompts through the model. Returns (last logits [P, V], cache, mask [P, L]).
+
+    Search asks for many prompts that differ only at the end: the look-ahead
+    probes of one candidate set, or the candidates of one beam, carry the same
+    conversation up to the last turn or two. Consecutive prompts sharing a long
+    prefix (see `shared_runs`) have that prefix prefilled once; its cache is
+    copied to each of them and only their own suffixes are run. The cache then
+    has a padding gap between prefix and suffix, which the attention mask and
+    the position ids (counting real tokens only) account for. When nothing is
+    shared this is one plain left-padded prefill.
+    """
+    runs = shared_runs(prompts)
+    if len(runs) == len(prompts) or any(cut == 0 for _, _, cut in runs):
+        ids, mask = left_pad(prompts, pad_id, device)
+        logits, past = forward(ids, mask, _positions(mask), None)
+        return logits, past, mask
+    prefixes = [prompts[start][:cut] for start, _, cut in runs]
+    ids, prefix_mask = left_pad(prefixes, pad_id, device)
+    _, past = forward(ids, prefix_mask, _positions(prefix_mask), None)
+    owner = torch.tensor([r for r, (start, end, _) in enumerate(runs) for _ in range(start, end)], device=device)
+    past, prefix_mask = reorder(past, owner), prefix_mask[owner]
+    cuts = [cut for start, end, cut in runs for _ in range(start, end)]
+    ids, suffix_mask = left_pad([p[cut:] for p, cut in zip(prompts, cuts)], pad_id, device)
+    mask = torch.cat([prefix_mask, suffix_mask], dim=1)
+    logits, past = forward(ids, mask, _positions(mask)[:, -ids.shape[1]:], past)
+    return logits, past, mask
+
+
+def shared_runs(prompts: Sequence[Sequence[int]]) -> list[tuple[int, int, int]]:
+    """Split prompts into runs of consecutive ones with a long common prefix.
+
+    Returns (start, end, cut) per run: prompts[start:end] all begin with the
+    first `cut` tokens of prompts[start]; a prompt on its own is cut before its
+    last two tokens (cut 0: too short to split).
+    A prompt joins the current run while the run's common prefix stays at
+    least MIN_SHARED_TOKENS and MIN_SHARED_FRACTION of the run's first prompt.
+    Every suffix keeps at least two tokens, so a forward call given a cache
+    and one token is always a decode step, and one given more is a prompt.
+    """
+    runs = []
+    start, cut = 0, 0
+    for i in range(1, len(prompts) + 1):
+        if i < len(prompts):
+            common = min(_common_prefix(prompts[start], prompts[i]), len(prompts[i]) - 2,
+                         len(prompts[start]) - 2, cut if i > start + 1 else len(prompts[start]))
+            if common >= max(MIN_SHARED_TOKENS, MIN_SHARED_FRACTION * len(prompts[start])):
+                cut = common
+                continue
+        runs.append((start, i, cut if i > start + 1 else max(0, len(prompts[start]) - 2)))
+        start, cut = i, 0
+    return runs
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _dedupe(prompts: Sequence[Sequence[int]]) -> tuple[list[tuple[int, ...]], list[int]]:
