@@ -44,6 +44,7 @@ reproduce: setup
 	set -e; for sweep in $(SWEEPS_$(SCALE)); do \
 	  $(VENV)/bin/tsr compare $$sweep --out results/$$(basename $$sweep .yaml); \
 	done
+	$(VENV)/bin/python -m tsr_cli.report   # README's results block from results/*/table.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
