@@ -97,3 +97,14 @@ def make(name: str, **kwargs: Any) -> TextEnv:
     if name not in _REGISTRY:
         raise KeyError(f"unknown environment {name!r}; known: {', '.join(registered())}")
     return _REGISTRY[name](**kwargs)
+
+
+def factory(name: str, **kwargs: Any) -> Callable[[], TextEnv]:
+    """A zero-argument maker of `name` with `kwargs`, checked by building one env now.
+
+    Lists (as YAML and `--env-arg` give them, e.g. a FrozenLake `desc`) become
+    tuples, so every env built shares immutable arguments.
+    """
+    frozen = {key: tuple(value) if isinstance(value, list) else value for key, value in kwargs.items()}
+    make(name, **frozen)  # fail fast on a bad name or argument
+    return lambda: make(name, **frozen)

@@ -171,7 +171,7 @@ def _train_with_progress(run) -> None:
     err.print(f"run directory: {run.dir}")
     with progress_bar(err, label, cfg.trainer.steps) as advance:
         advance(run.trainer.step)
-        run._user_on_step = lambda record: advance(1) if record["step"] > 0 else None
+        run.on_step = lambda record: advance(1) if record["step"] > 0 else None
         summary = run.train()
     plot_runs([run.dir])
     _print_metrics(f"{label} · {run.dir}", summary)
@@ -245,8 +245,7 @@ def _make_env_factory(name: str, env_args: List[str]):
     if name not in envs.registered():
         raise UserError(f"unknown environment {name!r}; choose one of {', '.join(envs.registered())}")
     with UserError.wrap(TypeError, ValueError, FileNotFoundError):
-        envs.make(name, **kwargs)  # fail fast on bad arguments
-    return lambda: envs.make(name, **kwargs)
+        return envs.factory(name, **kwargs)
 
 
 def _parse_kv(items: List[str], flag: str) -> dict:
@@ -258,7 +257,7 @@ def _parse_kv(items: List[str], flag: str) -> dict:
         if not sep or not key:
             raise UserError(f"{flag} expects key=value, got {item!r}")
         value = yaml.safe_load(raw) if raw else ""
-        out[key.strip()] = tuple(value) if isinstance(value, list) else value
+        out[key.strip()] = value
     return out
 
 

@@ -56,7 +56,8 @@ class Run:
     def __init__(self, cfg: TrainConfig, run_dir: Path, on_step=None):
         self.cfg = cfg
         self.dir = Path(run_dir)
-        self._user_on_step = on_step or (lambda record: None)
+        #: called with each logged record (step 0 is the initial evaluation); settable
+        self.on_step = on_step or (lambda record: None)
         self._writer = None
         self.trainer = Trainer(cfg, on_step=self._log)
 
@@ -95,7 +96,7 @@ class Run:
         with open(self.dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
         self._tensorboard(record)
-        self._user_on_step(record)
+        self.on_step(record)
 
     def _tensorboard(self, record: dict) -> None:
         """Mirror the record to TensorBoard when it is installed (metrics.jsonl always)."""

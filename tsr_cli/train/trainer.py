@@ -256,9 +256,7 @@ def _with_seed(search: SearchConfig, seed: int, strategy: str | None = None) -> 
 def _env_factory(cfg: TrainConfig):
     import envs
 
-    args = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.env.args.items()}
-    envs.make(cfg.env.name, **args)  # fail fast on a bad name or argument
-    return lambda: envs.make(cfg.env.name, **args)
+    return envs.factory(cfg.env.name, **cfg.env.args)
 
 
 def _pad_to(x: torch.Tensor, batch: TokenBatch) -> torch.Tensor:
