@@ -6,7 +6,7 @@ import statistics
 import pytest
 import torch
 
-from tsr_cli.algos import broadcast_to_tokens, gae, grpo_advantages
+from tsr_cli.algos import broadcast_to_tokens, gae, grpo_advantages, masked_whiten
 
 
 def gae_reference(rewards, values, mask, gamma, lam):
@@ -143,3 +143,24 @@ def test_broadcast_to_tokens():
     mask = torch.tensor([[0, 1, 1, 0], [1, 0, 0, 1]])
     out = broadcast_to_tokens(torch.tensor([2.0, -1.0]), mask)
     torch.testing.assert_close(out, torch.tensor([[0.0, 2.0, 2.0, 0.0], [-1.0, 0.0, 0.0, -1.0]]))
+
+
+def test_masked_whiten_hand_worked_and_ignores_masked_entries():
+    # model tokens 1, 3, 5 (and a masked 100): mean 3, sample variance 4 -> (-1, 0, 1)
+    x = torch.tensor([[1.0, 100.0, 3.0], [5.0, -7.0, 0.0]])
+    mask = torch.tensor([[1, 0, 1], [1, 0, 0]])
+    out = masked_whiten(x, mask)
+    torch.testing.assert_close(out, torch.tensor([[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]), atol=1e-6, rtol=0)
+
+
+def test_masked_whiten_matches_loop_reference_and_removes_scale():
+    g = torch.Generator().manual_seed(3)
+    x = 10 * torch.randn(4, 7, generator=g, dtype=torch.float64)
+    mask = (torch.rand(4, 7, generator=g) < 0.6).long()
+    kept = [v for v, m in zip(x.flatten().tolist(), mask.flatten().tolist()) if m]
+    mean, sd = statistics.fmean(kept), statistics.stdev(kept)
+    out = masked_whiten(x, mask)
+    for v, m, o in zip(x.flatten().tolist(), mask.flatten().tolist(), out.flatten().tolist()):
+        assert o == pytest.approx((v - mean) / sd if m else 0.0, rel=1e-6, abs=1e-9)
+    # Sokoban's +10 and FrozenLake's +1 returns give the same whitened advantages
+    torch.testing.assert_close(masked_whiten(x * 10, mask), out)

@@ -12,6 +12,7 @@ from tsr_cli.algos import (
     kl_k3,
     masked_mean,
     ppo_policy_loss,
+    tis_weights,
     token_logprobs,
     value_loss,
 )
@@ -228,3 +229,61 @@ def test_token_logprobs_matches_categorical_and_upcasts_bf16():
     out = token_logprobs(low, tokens)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, Categorical(logits=low.float()).log_prob(tokens))
+
+
+# ---------------------------------------------------------------- dual clip and TIS
+
+# clip 0.2/0.28, dual clip c = 3:
+#   token  A   ratio  -A r   -A clip(r)   max     capped at -A c (A < 0 only)
+#   1     -1   5      5      1.28         5       3 (dual clip)
+#   2     -1   2      2      1.28         2       2
+#   3     +1   5     -5     -1.28        -1.28   -1.28 (A > 0: no cap)
+# loss = (3 + 2 - 1.28) / 3 = 1.24; without the dual clip (5 + 2 - 1.28) / 3.
+def _dual_inputs():
+    old = torch.tensor([[-1.0, -2.0, -0.5]])
+    logp = (old + torch.log(torch.tensor([[5.0, 2.0, 5.0]]))).requires_grad_()
+    return logp, old, torch.tensor([[-1.0, -1.0, 1.0]]), torch.ones(1, 3)
+
+
+def test_dual_clip_caps_negative_advantage_tokens_hand_worked():
+    logp, old, adv, mask = _dual_inputs()
+    loss, stats = ppo_policy_loss(logp, old, adv, mask, 0.2, 0.28, clip_ratio_c=3.0)
+    assert loss.item() == pytest.approx(1.24, abs=1e-6)
+    assert stats["dual_clip_fraction"].item() == pytest.approx(1 / 3)
+    loss.backward()
+    # token 1 sits on the constant cap and token 3 on the clip: only token 2 moves, d(-A r)/3 = 2/3
+    torch.testing.assert_close(logp.grad, torch.tensor([[0.0, 2 / 3, 0.0]]))
+    plain, _ = ppo_policy_loss(*_dual_inputs(), 0.2, 0.28)
+    assert plain.item() == pytest.approx(5.72 / 3, abs=1e-6)
+
+
+def test_dual_clip_matches_loop_reference():
+    g = torch.Generator().manual_seed(5)
+    old = torch.randn(3, 9, generator=g, dtype=torch.float64)
+    logp = old + 1.5 * torch.randn(3, 9, generator=g, dtype=torch.float64)
+    adv = torch.randn(3, 9, generator=g, dtype=torch.float64)
+    mask = torch.ones(3, 9)
+    terms = []
+    for r_, a in zip((logp - old).exp().flatten().tolist(), adv.flatten().tolist()):
+        term = max(-a * r_, -a * min(max(r_, 0.8), 1.2))
+        terms.append(min(term, -a * 3.0) if a < 0 else term)
+    loss, _ = ppo_policy_loss(logp, old, adv, mask, 0.2, clip_ratio_c=3.0)
+    assert loss.item() == pytest.approx(sum(terms) / len(terms))
+    with pytest.raises(ValueError):
+        ppo_policy_loss(logp, old, adv, mask, clip_ratio_c=1.0)
+
+
+def test_tis_weights_truncate_the_trainer_over_sampler_ratio():
+    old = torch.tensor([[-1.0, -2.0, -3.0]])
+    sampler = torch.tensor([[-1.5, -1.0, -3.0]])
+    weights = tis_weights(old, sampler, cap=1.5)
+    # exp(0.5) = 1.6487 -> 1.5 (truncated); exp(-1) = 0.3679; equal -> 1
+    torch.testing.assert_close(weights, torch.tensor([[1.5, math.exp(-1.0), 1.0]]))
+    logp = old.clone().requires_grad_()
+    adv, mask = torch.tensor([[1.0, 1.0, 1.0]]), torch.ones(1, 3)
+    loss, _ = ppo_policy_loss(logp, old, adv, mask, weights=weights)
+    assert loss.item() == pytest.approx(-(1.5 + math.exp(-1.0) + 1.0) / 3, abs=1e-6)
+    loss.backward()  # weights carry no gradient: d/dlogp = -A r w / 3
+    torch.testing.assert_close(logp.grad, -weights / 3)
+    with pytest.raises(ValueError):
+        tis_weights(old, sampler, cap=0.0)

@@ -108,3 +108,25 @@ def broadcast_to_tokens(values: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
         [N, T] values[n] where mask is 1, 0 elsewhere.
     """
     return values[:, None] * mask.to(values.dtype)
+
+
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Whiten values over the masked entries of the whole batch.
+
+    Args:
+        values: [B, T] e.g. GAE advantages.
+        mask:   [B, T] 1 on model tokens.
+    Returns:
+        [B, T] (x - mean) / sqrt(var + eps) on model tokens, 0 elsewhere; mean
+        and the (Bessel-corrected) variance are taken over model tokens only.
+
+    verl's `masked_whiten` (applied to GAE advantages in
+    `compute_gae_advantage_return`): without it the actor's step size scales
+    with the return, so Sokoban's +10 would move the policy 10x further than
+    FrozenLake's +1 at the same learning rate.
+    """
+    m = (mask != 0).to(values.dtype)
+    count = m.sum().clamp_min(1.0)
+    mean = (values * m).sum() / count
+    var = (((values - mean) * m) ** 2).sum() / (count - 1).clamp_min(1.0)
+    return (values - mean) * torch.rsqrt(var + eps) * m

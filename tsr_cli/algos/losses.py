@@ -34,17 +34,26 @@ def ppo_policy_loss(
     mask: torch.Tensor,
     clip_low: float = 0.2,
     clip_high: float | None = None,
+    clip_ratio_c: float | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped surrogate policy loss.
+    """Clipped surrogate policy loss, with optional dual clip and per-token weights.
 
     Args:
         logprobs, old_logprobs, advantages, mask: [B, T].
         clip_high: upper clip; None means symmetric (= clip_low). 0.28 is the
             asymmetric "clip-higher" of DAPO (Yu et al. 2025).
+        clip_ratio_c: dual clip (Ye et al. 2020, "Mastering Complex Control in
+            MOBA Games", eq. 5; verl's `clip_ratio_c`): for A < 0 the per-token
+            loss is capped at -A * c, so one token whose ratio exploded cannot
+            dominate the batch. None disables it; it must be > 1.
+        weights: [B, T] per-token factors on the loss (no gradient flows through
+            them), e.g. truncated importance-sampling weights (`tis_weights`).
     Returns:
         (loss, stats): loss is a scalar; stats holds detached scalars
-        clip_fraction (share of model tokens whose clipped term was chosen)
-        and approx_kl (k3 estimate of KL(old || new)).
+        clip_fraction (share of model tokens whose clipped term was chosen),
+        dual_clip_fraction (share capped by the dual clip) and approx_kl
+        (k3 estimate of KL(old || new)).
 
     PPO (Schulman et al. 2017, eq. 7): L = -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A),
     r = exp(logp - old_logp), token-mean over model tokens.
@@ -54,14 +63,49 @@ def ppo_policy_loss(
     ratio = log_ratio.exp()
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1 - clip_low, 1 + clip_high)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    per_token = torch.maximum(unclipped, clipped)
+    dual = torch.zeros_like(per_token, dtype=torch.bool)
+    if clip_ratio_c is not None:
+        if clip_ratio_c <= 1:
+            raise ValueError(f"clip_ratio_c must be > 1, got {clip_ratio_c}")
+        cap = -advantages * clip_ratio_c
+        dual = (advantages < 0) & (per_token > cap)
+        per_token = torch.where(advantages < 0, torch.minimum(per_token, cap), per_token)
+    if weights is not None:
+        per_token = per_token * weights.detach()
+    loss = masked_mean(per_token, mask)
     with torch.no_grad():
         stats = {
             "clip_fraction": masked_mean((clipped > unclipped).to(ratio.dtype), mask),
+            "dual_clip_fraction": masked_mean(dual.to(ratio.dtype), mask),
             # k3 = (r - 1) - log r >= 0, as cleanrl logs it.
             "approx_kl": masked_mean(ratio - 1 - log_ratio, mask),
         }
     return loss, stats
+
+
+def tis_weights(old_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor, cap: float) -> torch.Tensor:
+    """Truncated importance-sampling weights for a sampler/trainer mismatch.
+
+    Args:
+        old_logprobs:     [B, T] log-probs of the sampled tokens under the trainer's
+                          weights before the update (pi_old as the trainer computes it).
+        sampler_logprobs: [B, T] log-probs the generation engine reported (pi_sampler).
+        cap:              truncation C > 0.
+    Returns:
+        [B, T] min(pi_old / pi_sampler, C), without gradient.
+
+    When the engine that samples (vLLM, bf16 kernels) and the trainer disagree,
+    the samples come from pi_sampler but PPO's ratio is taken against pi_old.
+    Re-weighting each token by pi_old / pi_sampler corrects the off-policy gap,
+    truncated at C to bound the variance (Yao et al. 2025, "Your efficient RL
+    framework secretly brings you off-policy RL training"; TRL's and verl's
+    `tis_imp_ratio_cap`).
+    """
+    if cap <= 0:
+        raise ValueError(f"the TIS cap must be > 0, got {cap}")
+    log_ratio = (old_logprobs - sampler_logprobs).detach().clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
+    return log_ratio.exp().clamp(max=cap)
 
 
 def value_loss(

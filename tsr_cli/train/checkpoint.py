@@ -62,6 +62,9 @@ def _write_contents(trainer, path: Path) -> None:
     tensors["rng.sampler"] = trainer.policy.generator.get_state()
     tensors["rng.shuffle"] = trainer.shuffle.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{index}"] = state
     save_file(tensors, str(path / "optimizer.safetensors"))
     state = {"step": trainer.step, "totals": trainer.totals, "initial_eval": trainer.initial_eval,
              "last_eval": trainer.last_eval, "param_groups": groups}
@@ -99,6 +102,9 @@ def load_into(trainer, path: Path) -> None:
     trainer.policy.generator.set_state(tensors["rng.sampler"])
     trainer.shuffle.set_state(tensors["rng.shuffle"])
     torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]
+    if cuda:
+        torch.cuda.set_rng_state_all(cuda)
     trainer.step = state["step"]
     trainer.totals = state["totals"]
     trainer.initial_eval = state["initial_eval"]

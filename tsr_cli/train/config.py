@@ -108,6 +108,23 @@ class AlgoSection:
     #: instance filtering: keep this fraction of groups, by return std (1.0 = off;
     #: the paper keeps 0.25 of 8 groups, the tiny CPU default batch has only 2)
     filter_keep: float = 1.0
+    #: whiten advantages over the batch's model tokens (verl's masked_whiten).
+    #: None = on for PPO (GAE advantages scale with the return: Sokoban's +10
+    #: would otherwise set the actor's step size), off for GRPO (already
+    #: normalised per group)
+    whiten_advantages: bool | None = None
+    #: dual clip (verl's clip_ratio_c): for A < 0 the token loss is capped at -A*c;
+    #: 0 disables it
+    clip_ratio_c: float = 3.0
+    #: PPO `critic: head`: the value head reads detached hidden states, so the
+    #: value loss (squared errors near 100 on Sokoban) never reaches the shared
+    #: backbone, and the actor's clip and step are its own. Default true; false
+    #: trains the backbone on both losses (the pre-fix behaviour)
+    value_head_detach: bool = True
+    #: truncated importance sampling (TRL/verl): multiply each token's policy loss
+    #: by min(pi_old / pi_sampler, tis_cap) when the sampler and the trainer
+    #: disagree (vLLM, bf16); 0 = off
+    tis_cap: float = 0.0
 
     def __post_init__(self) -> None:
         if self.name not in ("ppo", "grpo"):
@@ -119,6 +136,12 @@ class AlgoSection:
         for name in ("epochs", "minibatch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"algo.{name} must be >= 1")
+        if self.clip_ratio_c and self.clip_ratio_c <= 1:
+            raise ConfigError("algo.clip_ratio_c must be > 1 (verl uses 3.0), or 0 to turn the dual clip off")
+        if self.tis_cap < 0:
+            raise ConfigError("algo.tis_cap must be > 0, or 0 to turn truncated importance sampling off")
+        if self.whiten_advantages is None:
+            self.whiten_advantages = self.name == "ppo"
         if self.minibatch_size % self.grad_accum:
             raise ConfigError(f"algo.minibatch_size ({self.minibatch_size}) must be a multiple of "
                               f"algo.grad_accum ({self.grad_accum})")
@@ -144,7 +167,16 @@ class TrainerSection:
     run_dir: str | None = None
     #: episodes rolled out together per batch (memory bound)
     rollout_batch: int = 64
+    #: cpu, cuda or cuda:N; the batch, value head, critic and reference all live there
     device: str = "cpu"
+    #: positions projected onto the vocabulary at a time in the trainer's forward,
+    #: under activation checkpointing (memory ~ one chunk of logits); 0 = whole
+    #: [N, P, V] logits at once (the pre-fix path, kept as the memory baseline)
+    logprob_chunk: int = 512
+    #: recompute each decoder layer in backward instead of keeping its activations
+    gradient_checkpointing: bool = False
+    #: dtype of the frozen KL reference copy (full fine-tuning with kl_coef > 0)
+    reference_dtype: str = "bfloat16"
 
     def __post_init__(self) -> None:
         for name in ("steps", "groups", "group_size", "eval_episodes", "rollout_batch"):
@@ -152,6 +184,10 @@ class TrainerSection:
                 raise ConfigError(f"trainer.{name} must be >= 1")
         if self.eval_every < 0 or self.save_every < 0:
             raise ConfigError("trainer.eval_every and trainer.save_every must be >= 0")
+        if self.logprob_chunk < 0:
+            raise ConfigError("trainer.logprob_chunk must be >= 0 (0 = whole logits)")
+        if self.reference_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"trainer.reference_dtype must be float32 or bfloat16, got {self.reference_dtype!r}")
 
 
 SECTIONS = {

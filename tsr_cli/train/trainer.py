@@ -23,7 +23,9 @@ from tsr_cli.algos import (
     grpo_advantages,
     kl_k3,
     masked_mean,
+    masked_whiten,
     ppo_policy_loss,
+    tis_weights,
     value_loss,
 )
 from tsr_cli.evaluate import EVAL_SEED_OFFSET, eval_seeds, evaluate
@@ -33,7 +35,7 @@ from tsr_cli.search import SearchConfig
 from tsr_cli.search.filtering import filter_groups
 from tsr_cli.train.batch import TokenBatch, build_batch
 from tsr_cli.train.config import TrainConfig
-from tsr_cli.train.model import TrainableModel, build_policy
+from tsr_cli.train.model import ModelOptions, TrainableModel, build_policy
 
 #: weight of the value loss next to the policy loss (PPO)
 VALUE_COEF = 0.5
@@ -46,11 +48,16 @@ class Trainer:
         self.cfg = cfg
         self.on_step = on_step or (lambda record: None)
         self.on_eval = on_eval or (lambda step, result: None)
+        _check_device(cfg.trainer.device)
         torch.manual_seed(cfg.trainer.seed)
         self.policy = build_policy(cfg.policy, cfg.env.name, cfg.trainer.seed, cfg.trainer.device)
         critic = cfg.algo.critic if cfg.algo.name == "ppo" else None
-        self.model = TrainableModel(self.policy, cfg.policy, critic, keep_reference=cfg.algo.kl_coef > 0)
+        self.model = TrainableModel(self.policy, cfg.policy, critic, keep_reference=cfg.algo.kl_coef > 0,
+                                    options=ModelOptions.from_config(cfg))
+        self.device = self.model.device
         self.optimizer = self._make_optimizer()
+        # Minibatch order is drawn on the CPU on purpose: the same seed gives the
+        # same order on every device.
         self.shuffle = torch.Generator().manual_seed(cfg.trainer.seed)
         self.step = 0
         self.totals = {"tokens_generated": 0, "env_steps": 0, "sim_env_steps": 0, "wall_seconds": 0.0}
@@ -111,9 +118,10 @@ class Trainer:
             result = self.collect()
         with _timed(record, "filter"):
             kept = filter_groups(result.trajectories, self.cfg.algo.filter_keep)
-            batch = build_batch(kept, self.policy.codec.pad_token_id)
+            batch = build_batch(kept, self.policy.codec.pad_token_id, self.device)
         with _timed(record, "logprobs"):
             self.score_batch(batch)
+            record.update(logprob_gap(batch))
         with _timed(record, "advantages"):
             self.add_advantages(batch)
         with _timed(record, "update"):
@@ -179,21 +187,32 @@ class Trainer:
                 batch.tokens[key] = torch.cat(parts) * batch.mask
 
     def add_advantages(self, batch: TokenBatch) -> None:
-        """GRPO: group-normalised return on every model token. PPO: token-level GAE."""
+        """GRPO: group-normalised return on every model token. PPO: token-level GAE.
+
+        With `whiten_advantages` (PPO's default) the advantages are then
+        whitened over the batch's model tokens; GAE's returns, the critic's
+        targets, are left as they are.
+        """
         algo = self.cfg.algo
         if algo.name == "grpo":
-            adv = grpo_advantages(batch.returns, batch.groups)
-            batch.tokens["advantages"] = broadcast_to_tokens(adv, batch.mask)
-            return
-        adv, ret = gae(batch.tokens["rewards"], batch.tokens["old_values"], batch.mask, algo.gamma, algo.lam)
+            adv = broadcast_to_tokens(grpo_advantages(batch.returns, batch.groups), batch.mask)
+        else:
+            adv, ret = gae(batch.tokens["rewards"], batch.tokens["old_values"], batch.mask, algo.gamma, algo.lam)
+            batch.tokens["returns"] = ret
+        if algo.whiten_advantages:
+            adv = masked_whiten(adv, batch.mask)
         batch.tokens["advantages"] = adv
-        batch.tokens["returns"] = ret
 
     def update(self, batch: TokenBatch) -> dict:
-        """`epochs` passes of minibatch AdamW steps; losses are token means over model tokens."""
+        """`epochs` passes of minibatch AdamW steps; losses are token means over model tokens.
+
+        Actor and critic gradients are clipped separately, so the value loss
+        never shrinks the actor's step. A minibatch whose gradient norm is inf
+        or NaN is skipped (no optimiser step) and counted in `skipped_steps`.
+        """
         algo = self.cfg.algo
-        params = self.model.actor_parameters() + self.model.critic_parameters()
         logs: dict[str, list[float]] = {}
+        skipped = 0
         for _ in range(algo.epochs):
             order = torch.randperm(len(batch), generator=self.shuffle)
             for minibatch in order.split(algo.minibatch_size):
@@ -205,22 +224,42 @@ class Trainer:
                     stats = self._loss(sub, weight=sub.mask.sum() / total)
                     for key, value in stats.items():
                         logs.setdefault(key, []).append(value)
-                norm = torch.nn.utils.clip_grad_norm_(params, algo.max_grad_norm)
-                self.optimizer.step()
-                logs.setdefault("grad_norm", []).append(float(norm))
-        return {key: fmean(values) for key, values in logs.items()}
+                norms = self._clip_gradients()
+                if all(math.isfinite(v) for v in norms.values()):
+                    self.optimizer.step()
+                else:
+                    skipped += 1
+                    self.optimizer.zero_grad(set_to_none=True)
+                for key, value in norms.items():
+                    logs.setdefault(key, []).append(value)
+        out = {key: _finite_mean(values) for key, values in logs.items()}
+        out["skipped_steps"] = skipped
+        return out
+
+    def _clip_gradients(self) -> dict[str, float]:
+        """Clip the actor's and the critic's gradients each to `max_grad_norm`; their norms."""
+        clip = self.cfg.algo.max_grad_norm
+        norms = {"grad_norm": float(torch.nn.utils.clip_grad_norm_(self.model.actor_parameters(), clip))}
+        critic = self.model.critic_parameters()
+        if critic:
+            norms["critic_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(critic, clip))
+        return norms
 
     def _loss(self, sub: TokenBatch, weight: torch.Tensor) -> dict:
         algo = self.cfg.algo
         ppo = algo.name == "ppo"
         tok = sub.tokens
-        out = self.model.forward(sub, values=ppo, entropy=True)
+        out = self.model.forward(sub, values=ppo, entropy=True, entropy_grad=algo.entropy_coef != 0)
+        weights = tis_weights(tok["old_logprobs"], tok["sampler_logprobs"], algo.tis_cap) if algo.tis_cap else None
         policy_loss, stats = ppo_policy_loss(out.logprobs, tok["old_logprobs"], tok["advantages"],
-                                             sub.mask, algo.clip_low, algo.clip_high)
+                                             sub.mask, algo.clip_low, algo.clip_high,
+                                             clip_ratio_c=algo.clip_ratio_c or None, weights=weights)
         entropy = masked_mean(out.entropy, sub.mask)
         loss = policy_loss - algo.entropy_coef * entropy
         logs = {"policy_loss": policy_loss.detach().item(), "entropy": entropy.detach().item(),
-                "clip_fraction": float(stats["clip_fraction"]), "approx_kl": float(stats["approx_kl"])}
+                **{key: float(value) for key, value in stats.items()}}
+        if weights is not None:
+            logs["tis_weight_mean"] = masked_mean(weights, sub.mask).item()
         if ppo:
             vloss = value_loss(out.values, tok["old_values"], tok["returns"], sub.mask,
                                algo.value_clip or None)
@@ -251,6 +290,28 @@ def _with_seed(search: SearchConfig, seed: int, strategy: str | None = None) -> 
     from dataclasses import replace
 
     return replace(search, seed=seed, strategy=strategy or search.strategy)
+
+
+def logprob_gap(batch: TokenBatch) -> dict:
+    """|sampler log-prob - trainer old log-prob| over model tokens: its max and mean.
+
+    verl logs this as its rollout/training probability gap: the sampler and the
+    trainer must describe the same policy, or PPO's first ratio is not 1.
+    """
+    gap = (batch.tokens["sampler_logprobs"] - batch.tokens["old_logprobs"]).abs() * batch.mask
+    return {"logprob_diff_max": float(gap.max()) if gap.numel() else 0.0,
+            "logprob_diff_mean": float(masked_mean(gap, batch.mask))}
+
+
+def _check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device is {device!r} but this machine has no CUDA device; "
+                         "use --set trainer.device=cpu")
+
+
+def _finite_mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return fmean(finite) if finite else float("nan")
 
 
 def _env_factory(cfg: TrainConfig):
