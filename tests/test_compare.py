@@ -198,14 +198,33 @@ def test_arm_table_mean_std_and_compute():
     results["steps_to_threshold"] = compare.steps_to_threshold(results, curves, 0.5)
     table = compare.arm_table(results).set_index("arm")
     assert list(table.index) == ["a", "b", "c"]
-    assert table.loc["a", "final_val_success"] == "0.600 ± 0.100"
+    assert table.loc["a", "final_val_success"] == "0.600 [0.352, 0.848]"  # t(0.975, 2) = 4.303
     assert table.loc["a", "final_val_success_std"] == pytest.approx(0.1)
     assert table.loc["a", "steps_to_threshold"] == "6.7" and table.loc["b", "steps_to_threshold"] == "—"
     assert table.loc["c", "steps_to_threshold"] == "5.0 (1/2 seeds)"
     assert table.loc["a", "tokens_generated"] == 2000 and table.loc["b", "sim_env_steps"] == 0
     assert compare.mean_std(pd.Series([0.25])) == "0.250"
     markdown = compare.to_markdown(table.reset_index(), "caption")
-    assert markdown.startswith("caption\n") and "| a | beam | 3 | 0.600 ± 0.100 | 6.7 | 2,000 |" in markdown
+    assert markdown.startswith("caption\n") and "| a | beam | 3 | 0.600 [0.352, 0.848] | 6.7 | 2,000 |" in markdown
+    assert "held-out success (95%)" in markdown
+
+
+def test_arm_table_pairs_arms_by_seed_against_the_references():
+    results, curves = hand_made()
+    names = {"a": "beam", "b": "none", "c": "none-matched"}
+    results["arm"], curves["arm"] = results["arm"].map(names), curves["arm"].map(names)
+    results["steps_to_threshold"] = compare.steps_to_threshold(results, curves, 1.0, "none")
+    table = compare.arm_table(results).set_index("arm")
+    # beam - none on seeds 0 and 1 (seed 2 has no none run): 0.3 and 0.6
+    assert table.loc["beam", "diff_vs_none_mean"] == pytest.approx(0.45)
+    assert table.loc["beam", "diff_vs_none-matched_mean"] == pytest.approx((0.1 + 0.7) / 2)
+    assert "diff_vs_none" not in table.loc["none"] or pd.isna(table.loc["none", "diff_vs_none"])
+    # the target is none's mean final success (0.15): beam reaches it at step 5 on every seed
+    assert compare.threshold_target(results, 1.0, "none") == pytest.approx(0.15)
+    assert table.loc["beam", "steps_to_threshold"] == "5.0"
+    markdown = compare.to_markdown(table.reset_index(), "", "greedy held-out success")
+    assert "Δ vs none (paired, 95%)" in markdown and "Δ vs none-matched (paired, 95%)" in markdown
+    assert "| beam | beam | 3 | 0.600 [0.352, 0.848] | +0.450 [+0.300, +0.600] |" in markdown
 
 
 # ------------------------------------------------------------------ bad sweep files

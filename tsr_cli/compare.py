@@ -38,6 +38,16 @@ from typing import Callable
 
 import pandas as pd
 
+from tsr_cli.tables import (  # noqa: F401  (re-exported: the sweep API)
+    arm_table,
+    caption,
+    mean_std,
+    plot_success,
+    references,
+    steps_to_threshold,
+    threshold_target,
+    to_markdown,
+)
 from tsr_cli.train.config import ConfigError, TrainConfig, load_config, read_yaml_mapping
 from tsr_cli.train.run import Run, write_curves
 
@@ -46,10 +56,9 @@ ARM_KEYS = ("name", "set")
 #: set by the sweep for every run: an arm that set them would collapse the seed axis or the layout
 RESERVED = ("trainer.seed", "trainer.run_dir")
 SUMMARY_KEYS = ("final_val_success_rate", "final_val_mean_return", "initial_val_success_rate", "steps",
-                "tokens_generated", "env_steps", "sim_env_steps", "wall_seconds")
+                "tokens_generated", "env_steps", "sim_env_steps", "wall_seconds",
+                "final_val_sampled_success_rate", "final_val_invalid_action_rate")
 RESULT_COLUMNS = ["arm", "env", "algo", "search", "seed", *SUMMARY_KEYS, "steps_to_threshold", "run_dir"]
-#: compute columns of the arm table: the mean over seeds of each run's total
-COMPUTE = ("tokens_generated", "env_steps", "sim_env_steps", "wall_seconds")
 _ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # it becomes a directory name
 
 
@@ -294,12 +303,16 @@ def write_outputs(sweep: Sweep, out: Path) -> list[Path]:
         raise FileNotFoundError(f"no results.csv in {out}; run the sweep first (without --table-only)")
     results = pd.read_csv(out / "results.csv")
     curves = collect_curves(results, out)
-    results["steps_to_threshold"] = steps_to_threshold(results, curves, sweep.threshold)
-    table = arm_table(results)
+    refs = references(results)
+    results["steps_to_threshold"] = steps_to_threshold(results, curves, sweep.threshold,
+                                                       refs[0] if refs else None)
+    table = arm_table(results, refs)
     written = [write_results(results, out), out / "curves.csv", out / "table.csv", out / "table.md"]
     curves.to_csv(out / "curves.csv", index=False)
     table.to_csv(out / "table.csv", index=False)
-    (out / "table.md").write_text(to_markdown(table, _caption(sweep, results)))
+    headline = _headline(sweep)
+    (out / "table.md").write_text(to_markdown(table, caption(sweep.name, results, sweep.threshold, refs, headline),
+                                              headline))
     for x, name in (("step", "success_vs_step.png"), ("tokens_generated", "success_vs_tokens.png")):
         written.append(plot_success(curves, x, out / name))
     return written
@@ -326,118 +339,9 @@ def _run_curve(arm: str, seed: int, directory: Path, saved: pd.DataFrame | None)
     return curve.assign(arm=arm, seed=seed)[["arm", "seed", *curve.columns]]
 
 
-def threshold_target(results: pd.DataFrame, threshold: float) -> float:
-    """`threshold` x the best arm's mean final held-out success."""
-    return threshold * results.groupby("arm", sort=False)["final_val_success_rate"].mean().max()
-
-
-def steps_to_threshold(results: pd.DataFrame, curves: pd.DataFrame, threshold: float) -> pd.Series:
-    """Per run, the first step whose held-out success reaches the target; NaN if it never does.
-
-    When the best arm ends at 0 success there is nothing to reach, so every
-    run gets NaN rather than a meaningless step 0.
-    """
-    target = threshold_target(results, threshold)
-    held_out = curves.dropna(subset=["val_success_rate"])
-    hits = held_out[held_out["val_success_rate"] >= target - 1e-9]
-    first = hits.groupby(["arm", "seed"])["step"].min() if target > 0 else pd.Series(dtype=float)
-    steps = [first.get((arm, seed), math.nan) for arm, seed in zip(results["arm"], results["seed"])]
-    return pd.Series(steps, index=results.index, dtype=float)
-
-
-def arm_table(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per arm (in sweep order): success as mean ± std over seeds, speed, compute per run."""
-    return pd.DataFrame([_arm_row(arm, runs) for arm, runs in results.groupby("arm", sort=False)])
-
-
-def _arm_row(arm: str, runs: pd.DataFrame) -> dict:
-    success = runs["final_val_success_rate"].dropna()
-    reached = runs["steps_to_threshold"].dropna()
-    first = runs.iloc[0]
-    return {
-        "arm": arm, "env": first["env"], "algo": first["algo"], "search": first["search"], "seeds": len(runs),
-        "final_val_success": mean_std(success),
-        "steps_to_threshold": steps_text(reached, len(runs)),
-        "final_val_success_mean": success.mean(),
-        "final_val_success_std": success.std(ddof=1) if len(success) > 1 else math.nan,
-        "initial_val_success_mean": runs["initial_val_success_rate"].mean(),
-        "steps_to_threshold_mean": reached.mean() if len(reached) else math.nan,
-        "seeds_reaching_threshold": len(reached),
-        **{key: runs[key].mean() for key in COMPUTE},
-    }
-
-
-def mean_std(values: pd.Series, digits: int = 3) -> str:
-    """`0.422 ± 0.031` (sample std over seeds); one seed has no spread, so just its value."""
-    values = values.dropna()
-    if values.empty:
-        return "—"
-    if len(values) == 1:
-        return f"{values.iloc[0]:.{digits}f}"
-    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
-
-
-def steps_text(reached: pd.Series, seeds: int) -> str:
-    """Mean step over the seeds that reached the target, saying how many did when not all."""
-    if reached.empty:
-        return "—"
-    text = f"{reached.mean():.1f}"
-    return text if len(reached) == seeds else f"{text} ({len(reached)}/{seeds} seeds)"
-
-
-MARKDOWN_COLUMNS = [
-    ("arm", "arm", str), ("search", "search", str), ("seeds", "seeds", str),
-    ("final_val_success", "held-out success", str), ("steps_to_threshold", "steps to threshold", str),
-    ("tokens_generated", "gen. tokens / run", "{:,.0f}".format),
-    ("env_steps", "env steps / run", "{:,.0f}".format),
-    ("sim_env_steps", "sim. env steps / run", "{:,.0f}".format),
-    ("wall_seconds", "wall s / run", "{:,.1f}".format),
-]
-
-
-def to_markdown(table: pd.DataFrame, caption: str = "") -> str:
-    """A GitHub markdown table (pandas' own needs `tabulate`, which is not a dependency)."""
-    header = [title for _, title, _ in MARKDOWN_COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for _, row in table.iterrows():
-        cells = [fmt(row[key]) if not _missing(row[key]) else "—" for key, _, fmt in MARKDOWN_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return (caption + "\n\n" if caption else "") + "\n".join(lines) + "\n"
-
-
-def _missing(value) -> bool:
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _caption(sweep: Sweep, results: pd.DataFrame) -> str:
-    target = threshold_target(results, sweep.threshold)
-    envs = ", ".join(dict.fromkeys(f"{e} · {a}" for e, a in zip(results["env"], results["algo"])))
-    return (f"# {sweep.name}: {envs}\n\n"
-            f"Final held-out success as mean ± std over seeds. Steps to threshold: the first step at which "
-            f"held-out success reaches {sweep.threshold:g} x the best arm's mean final success "
-            f"(= {target:.3f}), averaged over the seeds that reach it. Compute columns: each run's "
-            f"training total (held-out evaluation excluded), averaged over seeds.")
-
-
-def plot_success(curves: pd.DataFrame, x: str, path: Path) -> Path:
-    """Held-out success per arm against `x`: mean over seeds, with the min-max band of the seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    held_out = curves.dropna(subset=["val_success_rate"]).assign(_x=lambda f: f[x])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for arm, runs in held_out.groupby("arm", sort=False):
-        stats = runs.groupby("step").agg(x=("_x", "mean"), mean=("val_success_rate", "mean"),
-                                         lo=("val_success_rate", "min"), hi=("val_success_rate", "max"))
-        line, = ax.plot(stats["x"], stats["mean"], marker="o", markersize=3, label=arm)
-        ax.fill_between(stats["x"], stats["lo"], stats["hi"], color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("training step" if x == "step" else "cumulative generated tokens (mean over seeds)")
-    ax.set_ylabel("held-out success (mean, min-max over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+def _headline(sweep: Sweep) -> str:
+    """What the success column measures: greedy or sampled held-out success."""
+    cfg = sweep.config(sweep.arms[0], sweep.seeds[0])
+    if cfg.policy.eval_temperature == 0:
+        return "greedy held-out success"
+    return f"held-out success (sampled, T={cfg.policy.eval_temperature:g})"

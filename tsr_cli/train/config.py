@@ -161,6 +161,9 @@ class TrainerSection:
     eval_episodes: int = 8
     #: search strategy at evaluation time (the trained policy needs none)
     eval_search: str = "none"
+    #: also evaluate sampled at the rollout temperature (policy.temperature), beside
+    #: the headline at policy.eval_temperature (greedy by default)
+    eval_sampled: bool = False
     #: checkpoint every K steps (and at the end); 0 = only at the end
     save_every: int = 0
     #: where the run directory goes; None = runs/<env>-<algo>-<search>-s<seed>

@@ -25,7 +25,8 @@ from tsr_cli.train.trainer import Trainer
 KILL_AFTER_SAVE = "TSR_KILL_AFTER_SAVE"
 
 CURVE_COLUMNS = ["step", "train_success", "train_return", "loss", "kl", "entropy", "kept_fraction",
-                 "val_success_rate", "val_mean_return", "tokens_generated", "env_steps",
+                 "val_success_rate", "val_mean_return", "val_sampled_success_rate", "val_invalid_action_rate",
+                 "logprob_diff_max", "tokens_generated", "env_steps",
                  "sim_env_steps", "wall_seconds"]
 CUMULATIVE = ("tokens_generated", "env_steps", "sim_env_steps")
 

@@ -150,17 +150,27 @@ class Trainer:
                        batch_groups=per_batch)
 
     def evaluate(self) -> dict:
-        """Held-out instances, decoded at `eval_temperature`, with `eval_search`."""
+        """Held-out instances, decoded at `eval_temperature`, with `eval_search`.
+
+        With `trainer.eval_sampled` the same instances are also played sampled
+        at the rollout temperature; that summary sits under the key `sampled`.
+        """
+        cfg = self.cfg
+        summary = self._evaluate_at(cfg.policy.eval_temperature)
+        if cfg.trainer.eval_sampled:
+            summary["sampled"] = self._evaluate_at(cfg.policy.temperature)
+        self.on_eval(self.step, summary)
+        return summary
+
+    def _evaluate_at(self, temperature: float) -> dict:
         cfg = self.cfg
         search = _with_seed(cfg.search, cfg.trainer.seed, strategy=cfg.trainer.eval_search)
-        params = SamplingParams(cfg.policy.eval_temperature, cfg.policy.top_p, cfg.policy.max_new_tokens,
-                                self.protocol().stop)
+        params = SamplingParams(temperature, cfg.policy.top_p, cfg.policy.max_new_tokens, self.protocol().stop)
         state = self.policy.generator.get_state()
         summary = evaluate(self.policy, self._make_env, eval_seeds(cfg.trainer.eval_episodes), search,
                            params, self.protocol(), env_name=cfg.env.name,
                            batch_groups=cfg.trainer.rollout_batch)
         self.policy.generator.set_state(state)  # evaluation never shifts the training stream
-        self.on_eval(self.step, summary)
         return summary
 
     # ------------------------------------------------------------ the maths
@@ -282,6 +292,9 @@ class Trainer:
             "initial_val_mean_return": init.get("mean_return"),
             "final_val_success_rate": last.get("success_rate"),
             "final_val_mean_return": last.get("mean_return"),
+            "final_val_invalid_action_rate": last.get("invalid_action_rate"),
+            "initial_val_sampled_success_rate": init.get("sampled", {}).get("success_rate"),
+            "final_val_sampled_success_rate": last.get("sampled", {}).get("success_rate"),
             **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.totals.items()},
         }
 
@@ -334,7 +347,12 @@ def _peak_rss_mb() -> float:
 
 
 def _val(summary: dict) -> dict:
-    return {"val_success_rate": summary["success_rate"], "val_mean_return": summary["mean_return"]}
+    out = {"val_success_rate": summary["success_rate"], "val_mean_return": summary["mean_return"],
+           "val_invalid_action_rate": summary["invalid_action_rate"]}
+    if "sampled" in summary:
+        out.update({"val_sampled_success_rate": summary["sampled"]["success_rate"],
+                    "val_sampled_mean_return": summary["sampled"]["mean_return"]})
+    return out
 
 
 @contextmanager
