@@ -24,7 +24,8 @@ def evaluate(policy, make_env, seeds, search, params, protocol, *, env_name: str
 
 
 def summarize(result: RolloutResult) -> dict:
-    """Success rate, mean return, turns, invalid-action rate and cost of a rollout."""
+    """Success rate, mean return, turns, invalid-action rate, context-truncated
+    episodes and cost of a rollout."""
     trajs = result.trajectories
     attempted = sum(t.attempted_actions for t in trajs)
     return {
@@ -33,5 +34,6 @@ def summarize(result: RolloutResult) -> dict:
         "mean_return": fmean(t.total_return for t in trajs) if trajs else 0.0,
         "mean_turns": fmean(len(t.turns) for t in trajs) if trajs else 0.0,
         "invalid_action_rate": sum(t.invalid_actions for t in trajs) / attempted if attempted else 0.0,
+        "truncated_episodes": sum(t.truncated for t in trajs),
         **result.cost.as_dict(),
     }

@@ -146,3 +146,67 @@ def test_fresh_rng_scoring_is_deterministic():
 def test_unknown_strategy_is_rejected():
     with pytest.raises(ValueError, match="unknown search strategy"):
         SearchConfig("greedy-ish")
+
+
+class Cycling(Scripted):
+    """A policy whose k-th completion of a call, counting across prompts, is `texts[k]`
+    (cyclically); it records each call's (prompts, n)."""
+
+    def __init__(self, texts):
+        super().__init__(texts)
+        self.calls = []
+
+    def generate(self, prompts, n, params):
+        self.calls.append((len(prompts), n))
+        out, k = [], 0
+        for _ in prompts:
+            group = []
+            for _ in range(n):
+                text = self.texts[k % len(self.texts)]
+                k += 1
+                ids = self.codec.encode(text) + [self.codec.eos_token_id]
+                group.append(Completion(ids, [0.0] * len(ids), text))
+            out.append(group)
+        self.stats.add(out)
+        return out
+
+
+def lake_rollout(policy, desc, strategy, seeds=(0,), max_turns=3, slippery=False, **search):
+    make = lambda: envs.make("frozenlake", desc=desc, is_slippery=slippery)
+    return rollout(policy, make, list(seeds), SearchConfig(strategy, **search), PARAMS,
+                   ProtocolConfig(max_turns=max_turns, max_actions_per_turn=1), env_name="frozenlake")
+
+
+@pytest.mark.parametrize("desc,third_turn_prompts,success", [
+    # "down" falls into a hole at turn 1; at turn 2 the live beam's two candidates tie with it
+    (["SFFF", "HFFF", "FFFF", "FFFG"], 2, False),
+    # "down" reaches the goal at turn 1: a finished beam that is strictly better keeps its slot
+    (["SFFF", "GFFF", "FFFF", "FFFF"], 1, True),
+])
+def test_beam_ties_go_to_live_beams(desc, third_turn_prompts, success):
+    policy = Cycling(["<answer>down</answer>", "<answer>right</answer>"])
+    result = lake_rollout(policy, desc, "beam", candidates=2, beam_width=2, scorer="env_reward")
+    assert policy.calls[:2] == [(1, 2), (1, 2)]
+    assert policy.calls[2] == (third_turn_prompts, 2)
+    assert result.trajectories[0].success == success
+
+
+@pytest.mark.parametrize("scorer,kept", [("env_reward", "up"), ("heuristic", "right")])
+def test_best_of_n_breaks_return_ties_with_the_scorer(scorer, kept):
+    # every sample returns 0; the heuristic prefers the one that moved towards the goal
+    policy = Cycling(["<answer>up</answer>", "<answer>right</answer>"])
+    result = lake_rollout(policy, ["SFFF", "FFFF", "FFFF", "FFFG"], "best-of-n", max_turns=1,
+                          candidates=2, scorer=scorer)
+    assert result.trajectories[0].actions() == [kept]
+
+
+def test_best_of_n_still_ranks_success_and_return_before_the_scorer():
+    # "down" reaches the goal; the scorer prefers the other sample, which must not matter
+    policy = Cycling(["<answer>right</answer>", "<answer>down</answer>"])
+    result = lake_rollout(policy, ["SFF", "GFF"], "best-of-n", max_turns=1, candidates=2,
+                          scorer="tests.search.test_search:prefers_failure")
+    assert result.trajectories[0].actions() == ["down"] and result.trajectories[0].success
+
+
+def prefers_failure(before, actions, after, rewards):
+    return -sum(rewards)

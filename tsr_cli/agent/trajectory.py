@@ -58,6 +58,8 @@ class Trajectory:
     turns:          the turns in order
     success:        the environment reported success
     terminated:     the environment ended the episode (vs. running out of turns)
+    truncated:      the episode ended early because its next prompt plus
+                    `max_new_tokens` would not fit the model's context length
     """
 
     env_name: str
@@ -66,6 +68,7 @@ class Trajectory:
     turns: list[Turn] = field(default_factory=list)
     success: bool = False
     terminated: bool = False
+    truncated: bool = False
 
     @property
     def total_return(self) -> float:

@@ -95,7 +95,16 @@ class SearchContext:
         self.cfg = cfg
         self.scorer = scorer
         self.cost = cost
+        #: the policy's context window in tokens (None: unbounded, e.g. the random policy)
+        self.context_length = getattr(policy, "context_length", None)
         self._fresh_seed = cfg.seed * 1_000_003
+
+    def playable(self, ep: Episode) -> bool:
+        """Whether `ep` plays another turn. An episode whose next prompt plus
+        `max_new_tokens` would overflow the model's context ends here, truncated."""
+        if not ep.done and not ep.fits(self.params.max_new_tokens, self.context_length):
+            ep.truncate()
+        return not ep.done
 
     def generate(self, episodes: Sequence[Episode], n: int, greedy: bool = False):
         """One batched policy call for every episode's prompt, `n` samples each."""
@@ -108,7 +117,7 @@ class SearchContext:
 
     def advance(self, episodes: Sequence[Episode], greedy: bool = False) -> None:
         """Play one turn of every unfinished episode with one sample each."""
-        live = [ep for ep in episodes if not ep.done]
+        live = [ep for ep in episodes if self.playable(ep)]
         if live:
             for ep, (completion,) in zip(live, self.generate(live, 1, greedy)):
                 ep.apply(completion)
@@ -116,6 +125,12 @@ class SearchContext:
     def play_out(self, episodes: Sequence[Episode], greedy: bool = False) -> None:
         while any(not ep.done for ep in episodes):
             self.advance(episodes, greedy)
+
+    def trajectory_key(self, start: Episode, sample: Episode) -> tuple:
+        """Best-of-n's ranking of a finished sample, descending: success, return,
+        then the scorer over the whole trajectory (first state, every action and
+        reward, last state), which separates samples of equal return."""
+        return (*outcome_key(sample), self.score(start, sample, sample.traj.turns))
 
     def score(self, parent: Episode, child: Episode, turns: Sequence[Turn],
               completion: Completion | None = None) -> float:
@@ -150,6 +165,7 @@ def outcome_key(ep: Episode) -> tuple:
     return (bool(ep.traj.success), ep.traj.total_return)
 
 
+
 def top(items: list, key: Callable, k: int) -> list:
     """The k best items, highest key first; ties keep their original order."""
     order = sorted(range(len(items)), key=lambda i: (key(items[i]), -i), reverse=True)
@@ -164,6 +180,8 @@ def replay(real: Episode, chosen: Episode) -> None:
     """Apply the chosen trajectory's responses to the real episode, turn by turn."""
     for turn in chosen.traj.turns[real.turn:]:
         real.apply(turn.completion)
+    if chosen.traj.truncated and not real.done:
+        real.truncate()
     if real.env.render() != chosen.env.render() or real.done != chosen.done:
         raise CloneMismatch(
             f"{real.traj.env_name} seed {real.traj.seed}: the real environment diverged from "

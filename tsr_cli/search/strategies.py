@@ -29,9 +29,12 @@ def run_none(ctx: SearchContext, episodes: list[Episode]) -> None:
 def run_best_of_n(ctx: SearchContext, episodes: list[Episode]) -> None:
     """Sample N whole trajectories per episode and keep the best.
 
-    Members of one instance group (same `traj.group`) pool their samples: a
-    group of G keeps its top G of G*N, so G=16 with N=2 is the TSR code's
-    "keep 16 of 32".
+    Samples rank by success, then return, then the scorer over the whole
+    trajectory (`SearchContext.trajectory_key`): with `env_reward` that is the
+    TSR code's ranking by return; `heuristic` separates samples of equal
+    return by how far they got. Members of one instance group (same
+    `traj.group`) pool their samples: a group of G keeps its top G of G*N, so
+    G=16 with N=2 is the TSR code's "keep 16 of 32".
     """
     n = ctx.cfg.candidates
     samples = [[ep.fork() for _ in range(n)] for ep in episodes]
@@ -40,8 +43,8 @@ def run_best_of_n(ctx: SearchContext, episodes: list[Episode]) -> None:
     for i, ep in enumerate(episodes):
         groups[ep.traj.group].append(i)
     for members in groups.values():
-        pool = [s for i in members for s in samples[i]]
-        for i, best in zip(members, top(pool, outcome_key, len(members))):
+        pool = [(ctx.trajectory_key(episodes[i], s), s) for i in members for s in samples[i]]
+        for i, (_, best) in zip(members, top(pool, lambda p: p[0], len(members))):
             replay(episodes[i], best)
 
 
@@ -51,6 +54,15 @@ class _Beam:
     def __init__(self, ep: Episode, key: tuple):
         self.ep = ep
         self.key = key
+
+    def rank(self) -> tuple:
+        """Beams sort by this, descending: their rank key, then live before finished.
+
+        A finished beam (fell into a hole, or out of context) keeps competing
+        for a slot, but on a tie a live candidate, which can still improve,
+        takes it.
+        """
+        return (*self.key, not self.ep.done)
 
 
 def run_beam(ctx: SearchContext, episodes: list[Episode]) -> None:
@@ -63,7 +75,7 @@ def run_beam(ctx: SearchContext, episodes: list[Episode]) -> None:
     cfg = ctx.cfg
     beams = [[_Beam(ep.fork(), rank_key(True, 0.0, 0.0))] for ep in episodes]
     while True:
-        live = [(i, b) for i, per_ep in enumerate(beams) for b in per_ep if not b.ep.done]
+        live = [(i, b) for i, per_ep in enumerate(beams) for b in per_ep if ctx.playable(b.ep)]
         if not live:
             break
         pools = [[b for b in per_ep if b.ep.done] for per_ep in beams]
@@ -74,7 +86,7 @@ def run_beam(ctx: SearchContext, episodes: list[Episode]) -> None:
                 turn = child.apply(completion)
                 score = ctx.score(beam.ep, child, [turn], completion)
                 pools[i].append(_Beam(child, rank_key(turn.format_ok, score, child.traj.total_return)))
-        beams = [top(pool, lambda b: b.key, cfg.beam_width) for pool in pools]
+        beams = [top(pool, _Beam.rank, cfg.beam_width) for pool in pools]
     for ep, per_ep in zip(episodes, beams):
         replay(ep, top([b.ep for b in per_ep], outcome_key, 1)[0])
 
@@ -90,7 +102,7 @@ def run_lookahead(ctx: SearchContext, episodes: list[Episode]) -> None:
     cfg = ctx.cfg
     current = [ep.fork() for ep in episodes]
     while True:
-        live = [i for i, ep in enumerate(current) if not ep.done]
+        live = [i for i, ep in enumerate(current) if ctx.playable(ep)]
         if not live:
             break
         outs = ctx.generate([current[i] for i in live], cfg.candidates)
