@@ -210,3 +210,40 @@ def test_best_of_n_still_ranks_success_and_return_before_the_scorer():
 
 def prefers_failure(before, actions, after, rewards):
     return -sum(rewards)
+
+
+#: S sits between two holes with the goal above it. "up" reaches the goal with
+#: probability 0.8 (the good move); "left" walks into a hole unless it slips
+#: up, probability 0.1 (the lucky move). On seeds 3, 29 and 34 the first slip
+#: draw is below 0.1: that draw makes "left" slip onto the goal and "up" slip
+#: into a hole.
+LUCKY_LAKE = ["FGF", "HSH", "FHF"]
+LUCKY_SEEDS = (3, 29, 34)
+
+
+@pytest.mark.parametrize("strategy", ["best-of-n", "beam", "lookahead"])
+@pytest.mark.parametrize("fresh_rng,move", [(False, "left"), (True, "up")])
+def test_fresh_rng_picks_the_good_move_and_copied_rng_the_lucky_one(strategy, fresh_rng, move):
+    policy = Cycling(["<answer>left</answer>", "<answer>up</answer>"])
+    result = lake_rollout(policy, LUCKY_LAKE, strategy, seeds=LUCKY_SEEDS, slippery=True, candidates=2,
+                          scorer="env_reward", fresh_rng=fresh_rng, fresh_samples=16)
+    for traj in result.trajectories:
+        assert traj.actions() == [move]
+        # the kept move meets the real environment's draw: lucky "left" succeeds, good "up" slips
+        assert traj.success == (move == "left")
+    if fresh_rng:
+        assert result.cost.sim_env_steps >= len(LUCKY_SEEDS) * 2 * 16
+
+
+def test_fresh_rng_is_accepted_and_changes_nothing_without_search():
+    plain = run("frozenlake", "none", seeds=range(4))
+    fresh = run("frozenlake", "none", seeds=range(4), fresh_rng=True)
+    assert fingerprint(plain) == fingerprint(fresh) and fresh.cost.sim_env_steps == 0
+
+
+@pytest.mark.parametrize("strategy", ["best-of-n", "lookahead"])
+def test_fresh_rng_scoring_is_deterministic_for_every_strategy(strategy):
+    a = run("frozenlake", strategy, fresh_rng=True, fresh_samples=3, scorer="heuristic")
+    b = run("frozenlake", strategy, fresh_rng=True, fresh_samples=3, scorer="heuristic")
+    assert fingerprint(a) == fingerprint(b)
+    assert a.cost.sim_env_steps > run("frozenlake", strategy, scorer="heuristic").cost.sim_env_steps

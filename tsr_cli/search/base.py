@@ -11,11 +11,11 @@ discarded candidate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from statistics import fmean
 from typing import Callable, Sequence
 
 from tsr_cli.agent.episode import Episode, StepMeter
-from tsr_cli.agent.trajectory import Turn
-from tsr_cli.policies.base import Completion, GenerationStats, Policy, SamplingParams
+from tsr_cli.policies.base import GenerationStats, Policy, SamplingParams
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,13 @@ class SearchConfig:
     depth: int = 2
     #: lookahead roll-outs decode greedily instead of sampling
     lookahead_greedy: bool = False
-    #: score stochastic outcomes with fresh RNGs, averaged over `fresh_samples`
+    #: score by expected outcome: each candidate's response is re-run on `fresh_samples`
+    #: clones with new RNGs and the scores averaged (beam, lookahead; best-of-n re-runs each
+    #: whole sample; `none` ignores it). false (the default) is the paper's TSR: clones copy
+    #: the RNG, so the outcome scored is the one that will happen. That is exact at test
+    #: time, but in training on a slippery env it keeps moves that only worked by a lucky
+    #: slip; true scores the move, not the draw, at fresh_samples x the simulated steps.
+    #: Deterministic envs (Sokoban, WebShop) get the same ranking either way.
     fresh_rng: bool = False
     fresh_samples: int = 4
     #: scorer name (`env_reward`, `heuristic`) or `module:function`
@@ -126,44 +132,46 @@ class SearchContext:
         while any(not ep.done for ep in episodes):
             self.advance(episodes, greedy)
 
-    def trajectory_key(self, start: Episode, sample: Episode) -> tuple:
-        """Best-of-n's ranking of a finished sample, descending: success, return,
-        then the scorer over the whole trajectory (first state, every action and
-        reward, last state), which separates samples of equal return."""
-        return (*outcome_key(sample), self.score(start, sample, sample.traj.turns))
+    def outcomes(self, parent: Episode, path: Episode, fork: bool = False) -> list[Episode]:
+        """Where the responses `path` played since `parent` lead, as episodes to score.
 
-    def score(self, parent: Episode, child: Episode, turns: Sequence[Turn],
-              completion: Completion | None = None) -> float:
-        """Score what `child` reached from `parent` through `turns`.
-
-        With `fresh_rng`, the first turn's response is re-run on `fresh_samples`
-        clones with new RNGs and the scores are averaged (SPEC section 3).
+        Copied RNG (the paper's TSR): `path` itself, whose outcome is the one the
+        real environment will produce on replay (a fork of it when the caller
+        plays on, as look-ahead does). With `fresh_rng`: `fresh_samples` forks of
+        `parent` with new RNGs that re-run the same responses, so a candidate is
+        judged by its expected outcome rather than by the one draw that will
+        happen (SPEC section 3). The chosen candidate itself still stepped the
+        copied RNG, so replay meets exactly its outcome.
         """
-        if self.cfg.fresh_rng and completion is not None:
-            return self._fresh_score(parent, completion)
-        actions = [a for t in turns for a in t.executed]
-        rewards = [r for t in turns for r in t.rewards]
-        return float(self.scorer(parent.env, actions, child.env, rewards))
-
-    def _fresh_score(self, parent: Episode, completion: Completion) -> float:
-        total = 0.0
+        if not self.cfg.fresh_rng:
+            return [path.fork() if fork else path]
+        sims = []
         for _ in range(self.cfg.fresh_samples):
             self._fresh_seed += 1
             sim = parent.fork(fresh_rng=True, seed=self._fresh_seed)
-            turn = sim.apply(completion)
-            total += self.scorer(parent.env, list(turn.executed), sim.env, list(turn.rewards))
-        return total / self.cfg.fresh_samples
+            for turn in path.traj.turns[parent.turn:]:
+                if sim.done:
+                    break
+                sim.apply(turn.completion)
+            sims.append(sim)
+        return sims
+
+    def estimate(self, parent: Episode, outcomes: Sequence[Episode]) -> tuple[float, float, float]:
+        """Mean (success, return, score) over `outcomes`; each is scored from
+        `parent`'s state through every action and reward since, to its own state."""
+        rows = [(float(ep.traj.success), ep.traj.total_return, self._score(parent, ep)) for ep in outcomes]
+        return tuple(fmean(column) for column in zip(*rows))
+
+    def _score(self, parent: Episode, ep: Episode) -> float:
+        turns = ep.traj.turns[parent.turn:]
+        actions = [a for t in turns for a in t.executed]
+        rewards = [r for t in turns for r in t.rewards]
+        return float(self.scorer(parent.env, actions, ep.env, rewards))
 
 
 def rank_key(turn_ok: bool, score: float, ret: float) -> tuple:
     """Candidates sort by this, descending: valid first, then score, then return so far."""
     return (bool(turn_ok), float(score), float(ret))
-
-
-def outcome_key(ep: Episode) -> tuple:
-    """Finished trajectories sort by this, descending: success, then return."""
-    return (bool(ep.traj.success), ep.traj.total_return)
-
 
 
 def top(items: list, key: Callable, k: int) -> list:
