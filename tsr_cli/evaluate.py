@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from statistics import fmean
 
 from tsr_cli.rollout import RolloutResult, rollout
@@ -17,7 +18,9 @@ def eval_seeds(count: int, start: int = 0) -> list[int]:
 
 def evaluate(policy, make_env, seeds, search, params, protocol, *, env_name: str,
              batch_groups: int | None = None, on_batch=None) -> dict:
-    """Roll out `seeds` with the given search and sampling, and summarise."""
+    """Roll out `seeds` with the given search and sampling, and summarise.
+    Evaluation never trains, so the search records no sibling groups."""
+    search = replace(search, learn_from="chosen")
     result = rollout(policy, make_env, seeds, search, params, protocol, env_name=env_name,
                      batch_groups=batch_groups, on_batch=on_batch)
     return summarize(result)

@@ -18,6 +18,10 @@ from tsr_cli.agent.episode import Episode, StepMeter
 from tsr_cli.policies.base import GenerationStats, Policy, SamplingParams
 
 
+#: `search.learn_from` values: the paper's TSR, or sibling credit
+LEARN_FROM = ("chosen", "siblings")
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Which strategy, and its knobs."""
@@ -42,6 +46,16 @@ class SearchConfig:
     fresh_samples: int = 4
     #: scorer name (`env_reward`, `heuristic`) or `module:function`
     scorer: str = "env_reward"
+    #: what training learns from. `chosen` (the paper's TSR): only the kept trajectory.
+    #: `siblings`: also every candidate the search scored, each trained as its own row
+    #: (the conversation up to its turn + its response) with advantage (score - mean) /
+    #: std within its turn's group; invalid candidates rank lowest, so get a negative
+    #: advantage, and all-tied turns add nothing (beam, lookahead). For best-of-n the
+    #: siblings are the pool's whole samples: plain GRPO over the pool. Training only;
+    #: evaluation never records siblings (search/siblings.py).
+    learn_from: str = "chosen"
+    #: loss weight of every sibling-row token, against 1 for the chosen trajectory's tokens
+    sibling_weight: float = 1.0
     #: seed for the fresh-RNG clones
     seed: int = 0
 
@@ -55,6 +69,15 @@ class SearchConfig:
                 raise ValueError(f"search.{name} must be >= 1, got {getattr(self, name)}")
         if self.depth < 0:
             raise ValueError(f"search.depth must be >= 0, got {self.depth}")
+        if self.learn_from not in LEARN_FROM:
+            raise ValueError(f"search.learn_from must be one of {', '.join(LEARN_FROM)}, got {self.learn_from!r}")
+        if self.sibling_weight < 0:
+            raise ValueError(f"search.sibling_weight must be >= 0, got {self.sibling_weight}")
+
+    @property
+    def records_siblings(self) -> bool:
+        """Whether the strategy keeps the candidate groups it scored (`learn_from: siblings`)."""
+        return self.learn_from == "siblings"
 
 
 @dataclass

@@ -18,6 +18,7 @@ from tsr_cli.search.base import (
     replay,
     top,
 )
+from tsr_cli.search.siblings import pool_group, turn_group
 
 
 def run_none(ctx: SearchContext, episodes: list[Episode]) -> None:
@@ -47,6 +48,8 @@ def run_best_of_n(ctx: SearchContext, episodes: list[Episode]) -> None:
         pool = [(episodes[i], s) for i in members for s in samples[i]]
         for i, best in zip(members, best_finished(ctx, pool, len(members))):
             replay(episodes[i], best)
+        if ctx.cfg.records_siblings:  # the whole pool, once per instance group
+            episodes[members[0]].traj.siblings = [pool_group([s.traj for _, s in pool])]
 
 
 def best_finished(ctx: SearchContext, pool: list[tuple[Episode, Episode]], k: int) -> list[Episode]:
@@ -86,6 +89,7 @@ def run_beam(ctx: SearchContext, episodes: list[Episode]) -> None:
     """
     cfg = ctx.cfg
     beams = [[_Beam(ep.fork(), rank_key(True, 0.0, 0.0))] for ep in episodes]
+    siblings = [[] for _ in episodes]
     while True:
         live = [(i, b) for i, per_ep in enumerate(beams) for b in per_ep if ctx.playable(b.ep)]
         if not live:
@@ -93,14 +97,19 @@ def run_beam(ctx: SearchContext, episodes: list[Episode]) -> None:
         pools = [[b for b in per_ep if b.ep.done] for per_ep in beams]
         outs = ctx.generate([b.ep for _, b in live], cfg.candidates)
         for (i, beam), completions in zip(live, outs):
+            scored = []
             for completion in completions:
                 child = beam.ep.fork()
                 turn = child.apply(completion)
                 _, ret, score = ctx.estimate(beam.ep, ctx.outcomes(beam.ep, child))
                 pools[i].append(_Beam(child, rank_key(turn.format_ok, score, ret)))
+                scored.append((turn, score))
+            if cfg.records_siblings:
+                siblings[i].append(turn_group(beam.ep.prompt(), scored))
         beams = [top(pool, _Beam.rank, cfg.beam_width) for pool in pools]
-    for ep, per_ep in zip(episodes, beams):
+    for ep, per_ep, groups in zip(episodes, beams, siblings):
         replay(ep, best_finished(ctx, [(ep, b.ep) for b in per_ep], 1)[0])
+        ep.traj.siblings = groups
 
 
 def run_lookahead(ctx: SearchContext, episodes: list[Episode]) -> None:
@@ -115,6 +124,7 @@ def run_lookahead(ctx: SearchContext, episodes: list[Episode]) -> None:
     """
     cfg = ctx.cfg
     current = [ep.fork() for ep in episodes]
+    siblings = [[] for _ in episodes]
     while True:
         live = [i for i, ep in enumerate(current) if ctx.playable(ep)]
         if not live:
@@ -130,15 +140,20 @@ def run_lookahead(ctx: SearchContext, episodes: list[Episode]) -> None:
         for _ in range(cfg.depth):
             ctx.advance(probes, greedy=cfg.lookahead_greedy)
         best: dict[int, tuple] = {}
+        scored = defaultdict(list)
         for i, child, turn, per_cand in cands:
             _, ret, score = ctx.estimate(current[i], per_cand)
             key = rank_key(turn.format_ok, score, ret)
             if i not in best or key > best[i][0]:
                 best[i] = (key, child)
+            scored[i].append((turn, score))
         for i, (_, child) in best.items():
+            if cfg.records_siblings:
+                siblings[i].append(turn_group(current[i].prompt(), scored[i]))
             current[i] = child
-    for ep, chosen in zip(episodes, current):
+    for ep, chosen, groups in zip(episodes, current, siblings):
         replay(ep, chosen)
+        ep.traj.siblings = groups
 
 
 register_strategy("none", run_none)
