@@ -31,7 +31,15 @@ from tsr_cli.policies.base import SamplingParams
 from tsr_cli.rollout import rollout
 from tsr_cli.search import SearchConfig
 from tsr_cli.search.filtering import filter_groups
-from tsr_cli.train.batch import TokenBatch, build_batch
+from tsr_cli.search.siblings import sibling_rows
+from tsr_cli.train.batch import (
+    TokenBatch,
+    append_rows,
+    build_batch,
+    episode_mask,
+    loss_mask,
+    overlay_sibling_advantages,
+)
 from tsr_cli.train.config import TrainConfig
 from tsr_cli.train.model import TrainableModel, build_policy
 
@@ -112,10 +120,13 @@ class Trainer:
         with _timed(record, "filter"):
             kept = filter_groups(result.trajectories, self.cfg.algo.filter_keep)
             batch = build_batch(kept, self.policy.codec.pad_token_id)
+            siblings = sibling_rows(kept, self.cfg.search.sibling_weight)  # none unless learn_from: siblings
+            batch = append_rows(batch, siblings, self.policy.codec.pad_token_id)
         with _timed(record, "logprobs"):
             self.score_batch(batch)
         with _timed(record, "advantages"):
             self.add_advantages(batch)
+            overlay_sibling_advantages(batch)
         with _timed(record, "update"):
             record.update(self.update(batch))
         trajs = result.trajectories
@@ -123,6 +134,8 @@ class Trainer:
             "train_success": fmean(float(tr.success) for tr in trajs),
             "train_return": fmean(tr.total_return for tr in trajs),
             "kept_fraction": len(kept) / len(trajs),
+            "sibling_rows": len(siblings),
+            "sibling_tokens": sum(len(row.ids) for row in siblings),
             **{k: result.cost.as_dict()[k] for k in ("tokens_generated", "env_steps", "sim_env_steps")},
             "peak_rss_mb": _peak_rss_mb(),
         })
@@ -198,11 +211,11 @@ class Trainer:
             order = torch.randperm(len(batch), generator=self.shuffle)
             for minibatch in order.split(algo.minibatch_size):
                 self.optimizer.zero_grad(set_to_none=True)
-                total = batch.mask[minibatch].sum().clamp(min=1.0)
+                total = loss_mask(batch)[minibatch].sum().clamp(min=1.0)
                 micro = math.ceil(len(minibatch) / algo.grad_accum)
                 for part in minibatch.split(micro):
                     sub = batch.select(part)
-                    stats = self._loss(sub, weight=sub.mask.sum() / total)
+                    stats = self._loss(sub, weight=loss_mask(sub).sum() / total)
                     for key, value in stats.items():
                         logs.setdefault(key, []).append(value)
                 norm = torch.nn.utils.clip_grad_norm_(params, algo.max_grad_norm)
@@ -216,13 +229,13 @@ class Trainer:
         tok = sub.tokens
         out = self.model.forward(sub, values=ppo, entropy=True)
         policy_loss, stats = ppo_policy_loss(out.logprobs, tok["old_logprobs"], tok["advantages"],
-                                             sub.mask, algo.clip_low, algo.clip_high)
+                                             loss_mask(sub), algo.clip_low, algo.clip_high)
         entropy = masked_mean(out.entropy, sub.mask)
         loss = policy_loss - algo.entropy_coef * entropy
         logs = {"policy_loss": policy_loss.detach().item(), "entropy": entropy.detach().item(),
                 "clip_fraction": float(stats["clip_fraction"]), "approx_kl": float(stats["approx_kl"])}
         if ppo:
-            vloss = value_loss(out.values, tok["old_values"], tok["returns"], sub.mask,
+            vloss = value_loss(out.values, tok["old_values"], tok["returns"], episode_mask(sub),
                                algo.value_clip or None)
             loss = loss + VALUE_COEF * vloss
             logs["value_loss"] = vloss.detach().item()
