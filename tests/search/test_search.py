@@ -146,3 +146,104 @@ def test_fresh_rng_scoring_is_deterministic():
 def test_unknown_strategy_is_rejected():
     with pytest.raises(ValueError, match="unknown search strategy"):
         SearchConfig("greedy-ish")
+
+
+class Cycling(Scripted):
+    """A policy whose k-th completion of a call, counting across prompts, is `texts[k]`
+    (cyclically); it records each call's (prompts, n)."""
+
+    def __init__(self, texts):
+        super().__init__(texts)
+        self.calls = []
+
+    def generate(self, prompts, n, params):
+        self.calls.append((len(prompts), n))
+        out, k = [], 0
+        for _ in prompts:
+            group = []
+            for _ in range(n):
+                text = self.texts[k % len(self.texts)]
+                k += 1
+                ids = self.codec.encode(text) + [self.codec.eos_token_id]
+                group.append(Completion(ids, [0.0] * len(ids), text))
+            out.append(group)
+        self.stats.add(out)
+        return out
+
+
+def lake_rollout(policy, desc, strategy, seeds=(0,), max_turns=3, slippery=False, **search):
+    make = lambda: envs.make("frozenlake", desc=desc, is_slippery=slippery)
+    return rollout(policy, make, list(seeds), SearchConfig(strategy, **search), PARAMS,
+                   ProtocolConfig(max_turns=max_turns, max_actions_per_turn=1), env_name="frozenlake")
+
+
+@pytest.mark.parametrize("desc,third_turn_prompts,success", [
+    # "down" falls into a hole at turn 1; at turn 2 the live beam's two candidates tie with it
+    (["SFFF", "HFFF", "FFFF", "FFFG"], 2, False),
+    # "down" reaches the goal at turn 1: a finished beam that is strictly better keeps its slot
+    (["SFFF", "GFFF", "FFFF", "FFFF"], 1, True),
+])
+def test_beam_ties_go_to_live_beams(desc, third_turn_prompts, success):
+    policy = Cycling(["<answer>down</answer>", "<answer>right</answer>"])
+    result = lake_rollout(policy, desc, "beam", candidates=2, beam_width=2, scorer="env_reward")
+    assert policy.calls[:2] == [(1, 2), (1, 2)]
+    assert policy.calls[2] == (third_turn_prompts, 2)
+    assert result.trajectories[0].success == success
+
+
+@pytest.mark.parametrize("scorer,kept", [("env_reward", "up"), ("heuristic", "right")])
+def test_best_of_n_breaks_return_ties_with_the_scorer(scorer, kept):
+    # every sample returns 0; the heuristic prefers the one that moved towards the goal
+    policy = Cycling(["<answer>up</answer>", "<answer>right</answer>"])
+    result = lake_rollout(policy, ["SFFF", "FFFF", "FFFF", "FFFG"], "best-of-n", max_turns=1,
+                          candidates=2, scorer=scorer)
+    assert result.trajectories[0].actions() == [kept]
+
+
+def test_best_of_n_still_ranks_success_and_return_before_the_scorer():
+    # "down" reaches the goal; the scorer prefers the other sample, which must not matter
+    policy = Cycling(["<answer>right</answer>", "<answer>down</answer>"])
+    result = lake_rollout(policy, ["SFF", "GFF"], "best-of-n", max_turns=1, candidates=2,
+                          scorer="tests.search.test_search:prefers_failure")
+    assert result.trajectories[0].actions() == ["down"] and result.trajectories[0].success
+
+
+def prefers_failure(before, actions, after, rewards):
+    return -sum(rewards)
+
+
+#: S sits between two holes with the goal above it. "up" reaches the goal with
+#: probability 0.8 (the good move); "left" walks into a hole unless it slips
+#: up, probability 0.1 (the lucky move). On seeds 3, 29 and 34 the first slip
+#: draw is below 0.1: that draw makes "left" slip onto the goal and "up" slip
+#: into a hole.
+LUCKY_LAKE = ["FGF", "HSH", "FHF"]
+LUCKY_SEEDS = (3, 29, 34)
+
+
+@pytest.mark.parametrize("strategy", ["best-of-n", "beam", "lookahead"])
+@pytest.mark.parametrize("fresh_rng,move", [(False, "left"), (True, "up")])
+def test_fresh_rng_picks_the_good_move_and_copied_rng_the_lucky_one(strategy, fresh_rng, move):
+    policy = Cycling(["<answer>left</answer>", "<answer>up</answer>"])
+    result = lake_rollout(policy, LUCKY_LAKE, strategy, seeds=LUCKY_SEEDS, slippery=True, candidates=2,
+                          scorer="env_reward", fresh_rng=fresh_rng, fresh_samples=16)
+    for traj in result.trajectories:
+        assert traj.actions() == [move]
+        # the kept move meets the real environment's draw: lucky "left" succeeds, good "up" slips
+        assert traj.success == (move == "left")
+    if fresh_rng:
+        assert result.cost.sim_env_steps >= len(LUCKY_SEEDS) * 2 * 16
+
+
+def test_fresh_rng_is_accepted_and_changes_nothing_without_search():
+    plain = run("frozenlake", "none", seeds=range(4))
+    fresh = run("frozenlake", "none", seeds=range(4), fresh_rng=True)
+    assert fingerprint(plain) == fingerprint(fresh) and fresh.cost.sim_env_steps == 0
+
+
+@pytest.mark.parametrize("strategy", ["best-of-n", "lookahead"])
+def test_fresh_rng_scoring_is_deterministic_for_every_strategy(strategy):
+    a = run("frozenlake", strategy, fresh_rng=True, fresh_samples=3, scorer="heuristic")
+    b = run("frozenlake", strategy, fresh_rng=True, fresh_samples=3, scorer="heuristic")
+    assert fingerprint(a) == fingerprint(b)
+    assert a.cost.sim_env_steps > run("frozenlake", strategy, scorer="heuristic").cost.sim_env_steps

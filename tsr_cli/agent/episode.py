@@ -7,7 +7,10 @@ independent copy (the environment is cloned) for scoring candidates.
 
 Token bookkeeping: the context grows by exactly the sampled response ids and
 the tokenized template text between responses, so the sequence training sees
-is the one the policy was conditioned on when it sampled.
+is the one the policy was conditioned on when it sampled. The text between
+responses is rendered on its own (`_text_after_reply`), so chat templates
+that rewrite earlier assistant turns cannot leak a response back in as
+environment tokens.
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ from tsr_cli.agent.parse import parse_response
 from tsr_cli.agent.protocol import ProtocolConfig, first_message, turn_message
 from tsr_cli.agent.trajectory import Trajectory, Turn
 from tsr_cli.policies.base import ChatCodec, Completion
+
+
+#: stands in for an assistant reply when rendering the template around a new
+#: user turn: no whitespace at its ends (templates trim) and no tags
+_REPLY = "tsr-assistant-reply-7f3a"
 
 
 @dataclass
@@ -70,6 +78,16 @@ class Episode:
     def prompt(self) -> list[int]:
         """[L] token ids the policy continues from."""
         return self.context + self.pending
+
+    def fits(self, max_new_tokens: int, context_length: int | None) -> bool:
+        """Whether the next prompt plus `max_new_tokens` fits a context of `context_length`."""
+        return context_length is None or len(self.prompt()) + max_new_tokens <= context_length
+
+    def truncate(self) -> None:
+        """End the episode before its next turn because that turn would overflow the context."""
+        self.done = True
+        self.traj.truncated = True
+        self.pending = []
 
     def fork(self, fresh_rng: bool = False, seed: int | None = None) -> "Episode":
         """An independent copy whose environment steps count as simulated."""
@@ -132,17 +150,33 @@ class Episode:
         """Append the next user message and tokenize only the new template text."""
         prefill = self.cfg.prefill
         self.messages.append({"role": "assistant", "content": prefill + completion.text})
-        self.messages.append(
-            {"role": "user", "content": turn_message(reward, self.turn + 1, self.observation)}
-        )
-        full = self.codec.render(self.messages, True) + prefill
-        head = self.rendered + completion.text
-        delta = full[len(head):] if full.startswith(head) else full[len(self.rendered):]
+        user = turn_message(reward, self.turn + 1, self.observation)
+        self.messages.append({"role": "user", "content": user})
+        delta = self._text_after_reply(user) + prefill
         ids = self.codec.encode(delta)
-        eos = self.codec.eos_token_id
         # The sampled response may already end with the end-of-turn token the
         # template would add; keep it once.
-        if completion.token_ids and completion.token_ids[-1] == eos and ids[:1] == [eos]:
+        if completion.token_ids and ids[:1] == completion.token_ids[-1:] and ids[0] in self.codec.stop_token_ids:
             ids = ids[1:]
-        self.rendered = full
+        self.rendered += completion.text + delta
         self.pending = ids
+
+    def _text_after_reply(self, user: str) -> str:
+        """The template text between an assistant reply and the next one: the
+        reply's end-of-turn markup, the user message `user`, the generation prompt.
+
+        It is rendered around a stand-in reply, never by re-rendering the real
+        history (verl's agent loop does the same): templates that rewrite
+        earlier assistant turns (Llama 3 trims them, Qwen3 drops their
+        `<think>`) would change text the policy was already conditioned on,
+        and the difference would come back as environment tokens.
+        """
+        head = self.messages[:1] if self.messages[0]["role"] == "system" else []
+        probe = [*head, {"role": "user", "content": "."}, {"role": "assistant", "content": _REPLY},
+                 {"role": "user", "content": user}]
+        text = self.codec.render(probe, True)
+        at = text.find(_REPLY)
+        if at < 0:
+            raise ValueError(f"the chat template of {self.codec.name} does not show an earlier "
+                             "assistant reply verbatim; tsr cannot keep its token bookkeeping")
+        return text[at + len(_REPLY):]

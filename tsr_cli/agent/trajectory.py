@@ -49,6 +49,38 @@ class Turn:
         return self.completion.logprobs
 
 
+@dataclass(frozen=True)
+class Sibling:
+    """One candidate a search scored, as a continuation of its group's prefix.
+
+    ids:      [C] the candidate's tokens after the prefix (a response, or for
+              best-of-n a whole trajectory)
+    mask:     [C] 1 on model tokens, 0 on environment tokens
+    logprobs: [C] sampler log-probs on model tokens, 0.0 elsewhere
+    score:    what the search ranked it by (the scorer's value; a return for best-of-n)
+    valid:    whether its response was well formed (search ranks invalid below valid)
+    """
+
+    ids: tuple[int, ...]
+    mask: tuple[int, ...]
+    logprobs: tuple[float, ...]
+    score: float
+    valid: bool
+
+
+@dataclass(frozen=True)
+class SiblingGroup:
+    """The candidates a search scored from one state (`search.learn_from: siblings`).
+
+    prefix:  [P] the conversation every member continues (0 tokens for best-of-n,
+             whose members are whole trajectories)
+    members: the M candidates, the chosen one among them
+    """
+
+    prefix: tuple[int, ...]
+    members: tuple[Sibling, ...]
+
+
 @dataclass
 class Trajectory:
     """A finished (or in-progress) episode.
@@ -58,6 +90,10 @@ class Trajectory:
     turns:          the turns in order
     success:        the environment reported success
     terminated:     the environment ended the episode (vs. running out of turns)
+    truncated:      the episode ended early because its next prompt plus
+                    `max_new_tokens` would not fit the model's context length
+    siblings:       the candidate groups the search scored on the way, recorded
+                    only with `search.learn_from: siblings`
     """
 
     env_name: str
@@ -66,6 +102,8 @@ class Trajectory:
     turns: list[Turn] = field(default_factory=list)
     success: bool = False
     terminated: bool = False
+    truncated: bool = False
+    siblings: list[SiblingGroup] = field(default_factory=list)
 
     @property
     def total_return(self) -> float:

@@ -50,9 +50,16 @@ class Completion:
 
 
 class ChatCodec(Protocol):
-    """The tokenizer side of a policy: chat template, encode, decode."""
+    """The tokenizer side of a policy: chat template, encode, decode.
+
+    eos_token_id:   the end-of-turn id the chat template closes an assistant turn with
+    stop_token_ids: every id that ends generation (end-of-turn and end-of-text ids)
+    name:           the tokenizer's name or path, for error messages
+    """
 
     eos_token_id: int
+    stop_token_ids: frozenset[int]
+    name: str
 
     def render(self, messages: Sequence[dict], add_generation_prompt: bool) -> str: ...
 
@@ -62,7 +69,13 @@ class ChatCodec(Protocol):
 
 
 class Policy(Protocol):
-    """A generation backend: `generate(prompts, n, params)`."""
+    """A generation backend: `generate(prompts, n, params)`.
+
+    A backend whose model has a context window also sets `context_length`
+    (tokens); search ends an episode as truncated rather than ask for a
+    prompt that would not fit with `max_new_tokens` more. Policies without
+    one (random, fake) leave it out and are never truncated.
+    """
 
     name: str
     codec: ChatCodec

@@ -10,7 +10,7 @@ rendered.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Iterable, Sequence
 
 #: end-of-turn markers of common chat templates, tried in order; the first one
 #: the tokenizer knows is where an assistant turn ends (ChatML, Llama 3, Gemma, Phi)
@@ -30,11 +30,18 @@ class HFCodec:
 
     `eos_token_id` is the end-of-turn token (`<|im_end|>` for SmolLM2), which
     may differ from the tokenizer's document-level `eos_token`.
+    `stop_token_ids` is every id that ends a response: the end-of-turn id, the
+    tokenizer's `eos_token_id`, and `extra_stop_ids` (the model's generation
+    config, which for Qwen2.5 names both `<|im_end|>` and `<|endoftext|>`, and
+    for Llama 3 names `<|eot_id|>`, `<|eom_id|>` and `<|end_of_text|>`).
     """
 
-    def __init__(self, tokenizer, eos_token: str | None = None) -> None:
+    def __init__(self, tokenizer, eos_token: str | None = None, extra_stop_ids: Iterable[int] = ()) -> None:
         self.tokenizer = tokenizer
+        self.name = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
         self.eos_token_id = _end_of_turn_id(tokenizer, eos_token)
+        document_eos = () if tokenizer.eos_token_id is None else (tokenizer.eos_token_id,)
+        self.stop_token_ids = frozenset((self.eos_token_id, *document_eos, *map(int, extra_stop_ids)))
         pad = tokenizer.pad_token_id
         self.pad_token_id = self.eos_token_id if pad is None else pad
 
@@ -71,6 +78,8 @@ class ByteCodec:
 
     SPECIALS = (IM_START, IM_END, PAD)
     im_start_id, eos_token_id, pad_token_id = 256, 257, 258
+    stop_token_ids = frozenset((eos_token_id,))
+    name = "byte-chatml"
     vocab_size = 256 + len(SPECIALS)
     _split = re.compile("(" + "|".join(re.escape(s) for s in SPECIALS) + ")")
 

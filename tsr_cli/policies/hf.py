@@ -27,12 +27,18 @@ class HFPolicy:
     dtype:     "float32" (default) or "bfloat16"; bfloat16 runs the forward
                under autocast and leaves the float32 weights untouched, so
                training can keep full-precision parameters
+
+    Generation stops on every end id the model's generation config and the
+    tokenizer name (`codec.stop_token_ids`). `context_length` is the model's
+    `max_position_embeddings`; search ends an episode as truncated before a
+    prompt plus `max_new_tokens` would pass it.
     """
 
     def __init__(self, model, tokenizer, *, seed: int = 0, device: str = "cpu",
                  dtype: str | torch.dtype = "float32", name: str | None = None) -> None:
         self.model = model.to(device).eval()
-        self.codec = HFCodec(tokenizer)
+        self.codec = HFCodec(tokenizer, extra_stop_ids=generation_stop_ids(model))
+        self.context_length = getattr(model.config, "max_position_embeddings", None)
         self.name = name or getattr(model.config, "_name_or_path", "") or "hf"
         self.device = torch.device(device)
         self.autocast_dtype = _resolve_dtype(dtype)
@@ -76,6 +82,15 @@ class HFPolicy:
         if self.autocast_dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+
+def generation_stop_ids(model) -> list[int]:
+    """The end ids named by the model's generation config and config (an int, a list or None)."""
+    found: list[int] = []
+    for config in (getattr(model, "generation_config", None), model.config):
+        ids = getattr(config, "eos_token_id", None)
+        found += [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    return found
 
 
 def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

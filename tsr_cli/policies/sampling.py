@@ -3,7 +3,7 @@
 `sample` runs one batch holding every prompt x n samples: the distinct
 prompts are left-padded and prefilled once, the KV cache is then copied to
 every sample, and each decode step feeds one token per still-running row.
-Rows that finish (end-of-turn id, a stop string, or `max_new_tokens`) are
+Rows that finish (any of the stop ids, a stop string, or `max_new_tokens`) are
 pruned from the batch so they cost nothing afterwards.
 
 A model plugs in through two functions:
@@ -30,7 +30,7 @@ trainer recomputing them from the same logits gets the same numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import torch
 
@@ -106,13 +106,13 @@ class _StopCheck:
     that decode to nothing or to part of a UTF-8 character.
     """
 
-    def __init__(self, params: SamplingParams, eos_id: int, decode: Callable) -> None:
+    def __init__(self, params: SamplingParams, stop_ids: Collection[int], decode: Callable) -> None:
         self.stops = tuple(s for s in params.stop if s)
         self.window = max((len(s) for s in self.stops), default=0) + 4
-        self.eos_id, self.decode, self.limit = eos_id, decode, params.max_new_tokens
+        self.stop_ids, self.decode, self.limit = frozenset(stop_ids), decode, params.max_new_tokens
 
     def __call__(self, row: _Row) -> str | None:
-        if row.token_ids[-1] == self.eos_id:
+        if row.token_ids[-1] in self.stop_ids:
             return "stop"
         if self.stops:
             tail = self.decode(row.token_ids[-self.window:])
@@ -127,13 +127,15 @@ def sample(
     n: int,
     params: SamplingParams,
     generator: torch.Generator,
-    eos_id: int,
+    stop_ids: Collection[int],
     decode: Callable[[Sequence[int]], str],
     pad_id: int = 0,
     reorder: Reorder = reorder_tensors,
 ) -> list[list[Completion]]:
     """Generate `n` completions per prompt in one batch of len(prompts) * n rows.
 
+    stop_ids: the ids that end a row, e.g. every end-of-turn and
+    end-of-text id of the model's generation config.
     Tensors live on `generator.device`. Returns, per prompt, its n completions.
     """
     if n < 1:
@@ -149,7 +151,7 @@ def sample(
     logits, past, mask = logits[copies], reorder(past, copies), mask[copies]
     live = torch.arange(len(copies), device=device)  # batch row -> sample index
     rows = [_Row() for _ in range(len(live))]
-    done = _StopCheck(params, eos_id, decode)
+    done = _StopCheck(params, stop_ids, decode)
     while True:
         tokens, logprobs = pick_tokens(logits, params, generator)
         keep = _record(rows, live.tolist(), tokens.tolist(), logprobs.tolist(), done)
@@ -272,7 +274,7 @@ def seeded_generate(policy, forward: Forward, prompts, n: int, params: SamplingP
         policy.generator.manual_seed(params.seed)
     codec = policy.codec
     with torch.no_grad():
-        out = sample(forward, prompts, n, params, policy.generator, codec.eos_token_id,
+        out = sample(forward, prompts, n, params, policy.generator, codec.stop_token_ids,
                      codec.decode, codec.pad_token_id, reorder)
     policy.stats.add(out)
     return out

@@ -73,14 +73,18 @@ def build_tiny_tokenizer(words: Iterable[str]):
     )
 
 
-def tiny_config(vocab_size: int, tokenizer, hidden: int = 64, layers: int = 2, heads: int = 4):
-    """A small Llama config; embeddings are tied to keep most parameters in the blocks."""
+def tiny_config(vocab_size: int, tokenizer, hidden: int = 64, layers: int = 2, heads: int = 4,
+                context: int = 4096):
+    """A small Llama config; embeddings are tied to keep most parameters in the blocks.
+
+    context: max_position_embeddings, the context length search respects.
+    """
     from transformers import LlamaConfig
 
     return LlamaConfig(
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=4 * hidden,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-        max_position_embeddings=4096, tie_word_embeddings=True,
+        max_position_embeddings=context, tie_word_embeddings=True,
         bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
 

@@ -11,11 +11,15 @@ discarded candidate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from statistics import fmean
 from typing import Callable, Sequence
 
 from tsr_cli.agent.episode import Episode, StepMeter
-from tsr_cli.agent.trajectory import Turn
-from tsr_cli.policies.base import Completion, GenerationStats, Policy, SamplingParams
+from tsr_cli.policies.base import GenerationStats, Policy, SamplingParams
+
+
+#: `search.learn_from` values: the paper's TSR, or sibling credit
+LEARN_FROM = ("chosen", "siblings")
 
 
 @dataclass(frozen=True)
@@ -31,11 +35,27 @@ class SearchConfig:
     depth: int = 2
     #: lookahead roll-outs decode greedily instead of sampling
     lookahead_greedy: bool = False
-    #: score stochastic outcomes with fresh RNGs, averaged over `fresh_samples`
+    #: score by expected outcome: each candidate's response is re-run on `fresh_samples`
+    #: clones with new RNGs and the scores averaged (beam, lookahead; best-of-n re-runs each
+    #: whole sample; `none` ignores it). false (the default) is the paper's TSR: clones copy
+    #: the RNG, so the outcome scored is the one that will happen. That is exact at test
+    #: time, but in training on a slippery env it keeps moves that only worked by a lucky
+    #: slip; true scores the move, not the draw, at fresh_samples x the simulated steps.
+    #: Deterministic envs (Sokoban, WebShop) get the same ranking either way.
     fresh_rng: bool = False
     fresh_samples: int = 4
     #: scorer name (`env_reward`, `heuristic`) or `module:function`
     scorer: str = "env_reward"
+    #: what training learns from. `chosen` (the paper's TSR): only the kept trajectory.
+    #: `siblings`: also every candidate the search scored, each trained as its own row
+    #: (the conversation up to its turn + its response) with advantage (score - mean) /
+    #: std within its turn's group; invalid candidates rank lowest, so get a negative
+    #: advantage, and all-tied turns add nothing (beam, lookahead). For best-of-n the
+    #: siblings are the pool's whole samples: plain GRPO over the pool. Training only;
+    #: evaluation never records siblings (search/siblings.py).
+    learn_from: str = "chosen"
+    #: loss weight of every sibling-row token, against 1 for the chosen trajectory's tokens
+    sibling_weight: float = 1.0
     #: seed for the fresh-RNG clones
     seed: int = 0
 
@@ -49,6 +69,15 @@ class SearchConfig:
                 raise ValueError(f"search.{name} must be >= 1, got {getattr(self, name)}")
         if self.depth < 0:
             raise ValueError(f"search.depth must be >= 0, got {self.depth}")
+        if self.learn_from not in LEARN_FROM:
+            raise ValueError(f"search.learn_from must be one of {', '.join(LEARN_FROM)}, got {self.learn_from!r}")
+        if self.sibling_weight < 0:
+            raise ValueError(f"search.sibling_weight must be >= 0, got {self.sibling_weight}")
+
+    @property
+    def records_siblings(self) -> bool:
+        """Whether the strategy keeps the candidate groups it scored (`learn_from: siblings`)."""
+        return self.learn_from == "siblings"
 
 
 @dataclass
@@ -95,7 +124,16 @@ class SearchContext:
         self.cfg = cfg
         self.scorer = scorer
         self.cost = cost
+        #: the policy's context window in tokens (None: unbounded, e.g. the random policy)
+        self.context_length = getattr(policy, "context_length", None)
         self._fresh_seed = cfg.seed * 1_000_003
+
+    def playable(self, ep: Episode) -> bool:
+        """Whether `ep` plays another turn. An episode whose next prompt plus
+        `max_new_tokens` would overflow the model's context ends here, truncated."""
+        if not ep.done and not ep.fits(self.params.max_new_tokens, self.context_length):
+            ep.truncate()
+        return not ep.done
 
     def generate(self, episodes: Sequence[Episode], n: int, greedy: bool = False):
         """One batched policy call for every episode's prompt, `n` samples each."""
@@ -108,7 +146,7 @@ class SearchContext:
 
     def advance(self, episodes: Sequence[Episode], greedy: bool = False) -> None:
         """Play one turn of every unfinished episode with one sample each."""
-        live = [ep for ep in episodes if not ep.done]
+        live = [ep for ep in episodes if self.playable(ep)]
         if live:
             for ep, (completion,) in zip(live, self.generate(live, 1, greedy)):
                 ep.apply(completion)
@@ -117,37 +155,46 @@ class SearchContext:
         while any(not ep.done for ep in episodes):
             self.advance(episodes, greedy)
 
-    def score(self, parent: Episode, child: Episode, turns: Sequence[Turn],
-              completion: Completion | None = None) -> float:
-        """Score what `child` reached from `parent` through `turns`.
+    def outcomes(self, parent: Episode, path: Episode, fork: bool = False) -> list[Episode]:
+        """Where the responses `path` played since `parent` lead, as episodes to score.
 
-        With `fresh_rng`, the first turn's response is re-run on `fresh_samples`
-        clones with new RNGs and the scores are averaged (SPEC section 3).
+        Copied RNG (the paper's TSR): `path` itself, whose outcome is the one the
+        real environment will produce on replay (a fork of it when the caller
+        plays on, as look-ahead does). With `fresh_rng`: `fresh_samples` forks of
+        `parent` with new RNGs that re-run the same responses, so a candidate is
+        judged by its expected outcome rather than by the one draw that will
+        happen (SPEC section 3). The chosen candidate itself still stepped the
+        copied RNG, so replay meets exactly its outcome.
         """
-        if self.cfg.fresh_rng and completion is not None:
-            return self._fresh_score(parent, completion)
-        actions = [a for t in turns for a in t.executed]
-        rewards = [r for t in turns for r in t.rewards]
-        return float(self.scorer(parent.env, actions, child.env, rewards))
-
-    def _fresh_score(self, parent: Episode, completion: Completion) -> float:
-        total = 0.0
+        if not self.cfg.fresh_rng:
+            return [path.fork() if fork else path]
+        sims = []
         for _ in range(self.cfg.fresh_samples):
             self._fresh_seed += 1
             sim = parent.fork(fresh_rng=True, seed=self._fresh_seed)
-            turn = sim.apply(completion)
-            total += self.scorer(parent.env, list(turn.executed), sim.env, list(turn.rewards))
-        return total / self.cfg.fresh_samples
+            for turn in path.traj.turns[parent.turn:]:
+                if sim.done:
+                    break
+                sim.apply(turn.completion)
+            sims.append(sim)
+        return sims
+
+    def estimate(self, parent: Episode, outcomes: Sequence[Episode]) -> tuple[float, float, float]:
+        """Mean (success, return, score) over `outcomes`; each is scored from
+        `parent`'s state through every action and reward since, to its own state."""
+        rows = [(float(ep.traj.success), ep.traj.total_return, self._score(parent, ep)) for ep in outcomes]
+        return tuple(fmean(column) for column in zip(*rows))
+
+    def _score(self, parent: Episode, ep: Episode) -> float:
+        turns = ep.traj.turns[parent.turn:]
+        actions = [a for t in turns for a in t.executed]
+        rewards = [r for t in turns for r in t.rewards]
+        return float(self.scorer(parent.env, actions, ep.env, rewards))
 
 
 def rank_key(turn_ok: bool, score: float, ret: float) -> tuple:
     """Candidates sort by this, descending: valid first, then score, then return so far."""
     return (bool(turn_ok), float(score), float(ret))
-
-
-def outcome_key(ep: Episode) -> tuple:
-    """Finished trajectories sort by this, descending: success, then return."""
-    return (bool(ep.traj.success), ep.traj.total_return)
 
 
 def top(items: list, key: Callable, k: int) -> list:
@@ -164,6 +211,8 @@ def replay(real: Episode, chosen: Episode) -> None:
     """Apply the chosen trajectory's responses to the real episode, turn by turn."""
     for turn in chosen.traj.turns[real.turn:]:
         real.apply(turn.completion)
+    if chosen.traj.truncated and not real.done:
+        real.truncate()
     if real.env.render() != chosen.env.render() or real.done != chosen.done:
         raise CloneMismatch(
             f"{real.traj.env_name} seed {real.traj.seed}: the real environment diverged from "

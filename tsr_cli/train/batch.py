@@ -8,6 +8,7 @@ t). The first conversation token is always a prompt token, so nothing is lost.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 
@@ -88,3 +89,73 @@ def build_batch(trajectories: list[Trajectory], pad_id: int, device=None) -> Tok
     batch = TokenBatch(input_ids, attention, returns, groups,
                        {"mask": mask, "rewards": rewards, "sampler_logprobs": sampler})
     return batch.to(device) if device is not None else batch
+
+
+def append_rows(batch: TokenBatch, rows: Sequence, pad_id: int) -> TokenBatch:
+    """The batch with extra rows after its own: sibling credit's rows
+    (`search/siblings.py`), each with `ids`, `mask` (per token, 1 on model
+    tokens), a precomputed `advantage` and a loss `weight`.
+
+    Extra rows carry no rewards, return 0 and a group of their own (negative
+    ids), so GRPO's group normalisation gives them 0 and never mixes them with
+    episodes. Every existing per-target tensor gets 0 on them, `mask` their
+    mask. Added per-target tensors, for every row:
+        sibling_mask        1 on extra rows' model tokens
+        sibling_advantages  each extra row's advantage on its model tokens
+        weight              loss weight: `mask` on the batch's own rows, the
+                            row's weight on extra rows' model tokens
+    With no rows the batch is returned as it is.
+    """
+    if not rows:
+        return batch
+    n0, w0 = batch.input_ids.shape
+    n, width = n0 + len(rows), max(w0, max(len(r.ids) for r in rows))
+    grown = TokenBatch(
+        _grow(batch.input_ids, (n, width), pad_id), _grow(batch.attention_mask, (n, width), 0),
+        _grow(batch.returns, (n,), 0), _grow(batch.groups, (n,), 0),
+        {key: _grow(value, (n, width - 1), 0) for key, value in batch.tokens.items()},
+    )
+    tok = grown.tokens
+    tok["weight"] = tok["mask"].clone()
+    tok["sibling_mask"] = torch.zeros_like(tok["mask"])
+    tok["sibling_advantages"] = torch.zeros_like(tok["mask"])
+    for i, row in enumerate(rows, start=n0):
+        length = len(row.ids)
+        grown.input_ids[i, :length] = torch.tensor(row.ids)
+        grown.attention_mask[i, :length] = 1
+        grown.groups[i] = n0 - 1 - i  # -1, -2, ...: one group per extra row
+        target = torch.tensor(row.mask[1:], dtype=tok["mask"].dtype)  # targets: token t+1
+        for key, scale in (("mask", 1.0), ("sibling_mask", 1.0), ("weight", row.weight),
+                           ("sibling_advantages", row.advantage)):
+            tok[key][i, :length - 1] = target * scale
+        if "sampler_logprobs" in tok:
+            tok["sampler_logprobs"][i, :length - 1] = torch.tensor(row.logprobs[1:], dtype=target.dtype) * target
+    return grown
+
+
+def _grow(x: torch.Tensor, shape: tuple[int, ...], fill) -> torch.Tensor:
+    """`x` in the top-left corner of a new tensor of `shape` filled with `fill`."""
+    out = torch.full(shape, fill, dtype=x.dtype, device=x.device)
+    out[tuple(slice(0, s) for s in x.shape)] = x
+    return out
+
+
+def loss_mask(batch: TokenBatch) -> torch.Tensor:
+    """[N, L] per-token weights of the policy loss: `weight` when sibling rows
+    were appended, else the plain model-token mask."""
+    return batch.tokens.get("weight", batch.mask)
+
+
+def episode_mask(batch: TokenBatch) -> torch.Tensor:
+    """[N, L] model tokens of the batch's own trajectories, sibling rows left out
+    (for the value loss and for statistics over episodes, e.g. whitening)."""
+    sibling = batch.tokens.get("sibling_mask")
+    return batch.mask if sibling is None else batch.mask * (1 - sibling)
+
+
+def overlay_sibling_advantages(batch: TokenBatch) -> None:
+    """Put sibling rows' precomputed advantages over what the advantage
+    estimator wrote there (GRPO gives them 0; GAE has no meaning on them)."""
+    if "sibling_mask" in batch.tokens:
+        tok = batch.tokens
+        tok["advantages"] = torch.where(tok["sibling_mask"] != 0, tok["sibling_advantages"], tok["advantages"])

@@ -217,6 +217,9 @@ class TrainConfig:
             raise ConfigError("GRPO normalises returns within a group: set trainer.group_size >= 2")
         if self.search.strategy == "best-of-n" and self.search.candidates < 1:
             raise ConfigError("search.candidates must be >= 1 for best-of-n")
+        if self.search.learn_from == "siblings" and self.search.strategy == "none":
+            raise ConfigError("search.learn_from: siblings needs candidates to learn from: "
+                              "set search.strategy to beam, lookahead or best-of-n")
         if self.trainer.eval_search not in ("none", "best-of-n", "beam", "lookahead"):
             raise ConfigError(f"unknown trainer.eval_search {self.trainer.eval_search!r}")
 

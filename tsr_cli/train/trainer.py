@@ -33,7 +33,15 @@ from tsr_cli.policies.base import SamplingParams
 from tsr_cli.rollout import rollout
 from tsr_cli.search import SearchConfig
 from tsr_cli.search.filtering import filter_groups
-from tsr_cli.train.batch import TokenBatch, build_batch
+from tsr_cli.search.siblings import sibling_rows
+from tsr_cli.train.batch import (
+    TokenBatch,
+    append_rows,
+    build_batch,
+    episode_mask,
+    loss_mask,
+    overlay_sibling_advantages,
+)
 from tsr_cli.train.config import TrainConfig
 from tsr_cli.train.model import ModelOptions, TrainableModel, build_policy
 
@@ -118,12 +126,15 @@ class Trainer:
             result = self.collect()
         with _timed(record, "filter"):
             kept = filter_groups(result.trajectories, self.cfg.algo.filter_keep)
-            batch = build_batch(kept, self.policy.codec.pad_token_id, self.device)
+            batch = build_batch(kept, self.policy.codec.pad_token_id)
+            siblings = sibling_rows(kept, self.cfg.search.sibling_weight)  # none unless learn_from: siblings
+            batch = append_rows(batch, siblings, self.policy.codec.pad_token_id).to(self.device)
         with _timed(record, "logprobs"):
             self.score_batch(batch)
             record.update(logprob_gap(batch))
         with _timed(record, "advantages"):
             self.add_advantages(batch)
+            overlay_sibling_advantages(batch)
         with _timed(record, "update"):
             record.update(self.update(batch))
         trajs = result.trajectories
@@ -131,6 +142,9 @@ class Trainer:
             "train_success": fmean(float(tr.success) for tr in trajs),
             "train_return": fmean(tr.total_return for tr in trajs),
             "kept_fraction": len(kept) / len(trajs),
+            "truncated_episodes": sum(tr.truncated for tr in trajs),
+            "sibling_rows": len(siblings),
+            "sibling_tokens": sum(len(row.ids) for row in siblings),
             **{k: result.cost.as_dict()[k] for k in ("tokens_generated", "env_steps", "sim_env_steps")},
             "peak_rss_mb": _peak_rss_mb(),
         })
@@ -209,8 +223,8 @@ class Trainer:
         else:
             adv, ret = gae(batch.tokens["rewards"], batch.tokens["old_values"], batch.mask, algo.gamma, algo.lam)
             batch.tokens["returns"] = ret
-        if algo.whiten_advantages:
-            adv = masked_whiten(adv, batch.mask)
+        if algo.whiten_advantages:  # over the episodes' tokens; sibling rows bring their own
+            adv = masked_whiten(adv, episode_mask(batch))
         batch.tokens["advantages"] = adv
 
     def update(self, batch: TokenBatch) -> dict:
@@ -227,11 +241,11 @@ class Trainer:
             order = torch.randperm(len(batch), generator=self.shuffle)
             for minibatch in order.split(algo.minibatch_size):
                 self.optimizer.zero_grad(set_to_none=True)
-                total = batch.mask[minibatch].sum().clamp(min=1.0)
+                total = loss_mask(batch)[minibatch].sum().clamp(min=1.0)
                 micro = math.ceil(len(minibatch) / algo.grad_accum)
                 for part in minibatch.split(micro):
                     sub = batch.select(part)
-                    stats = self._loss(sub, weight=sub.mask.sum() / total)
+                    stats = self._loss(sub, weight=loss_mask(sub).sum() / total)
                     for key, value in stats.items():
                         logs.setdefault(key, []).append(value)
                 norms = self._clip_gradients()
@@ -262,7 +276,7 @@ class Trainer:
         out = self.model.forward(sub, values=ppo, entropy=True, entropy_grad=algo.entropy_coef != 0)
         weights = tis_weights(tok["old_logprobs"], tok["sampler_logprobs"], algo.tis_cap) if algo.tis_cap else None
         policy_loss, stats = ppo_policy_loss(out.logprobs, tok["old_logprobs"], tok["advantages"],
-                                             sub.mask, algo.clip_low, algo.clip_high,
+                                             loss_mask(sub), algo.clip_low, algo.clip_high,
                                              clip_ratio_c=algo.clip_ratio_c or None, weights=weights)
         entropy = masked_mean(out.entropy, sub.mask)
         loss = policy_loss - algo.entropy_coef * entropy
@@ -271,7 +285,7 @@ class Trainer:
         if weights is not None:
             logs["tis_weight_mean"] = masked_mean(weights, sub.mask).item()
         if ppo:
-            vloss = value_loss(out.values, tok["old_values"], tok["returns"], sub.mask,
+            vloss = value_loss(out.values, tok["old_values"], tok["returns"], episode_mask(sub),
                                algo.value_clip or None)
             loss = loss + VALUE_COEF * vloss
             logs["value_loss"] = vloss.detach().item()
