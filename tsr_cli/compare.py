@@ -11,7 +11,14 @@ and the seeds:
         set: {search.strategy: none}
       - name: beam
         set: {search.strategy: beam, search.candidates: 4}
-    threshold: 0.8                            # optional, see `steps_to_threshold`
+    threshold: 0.8                            # optional, see `tsr_cli.tables`
+    start: ../sft/frozenlake_tiny_start.yaml  # optional: a `tsr sft` or `tsr train` config
+
+A `start:` config is trained once, into OUT/start/, before any arm; every arm
+then starts from its last checkpoint (`policy.name`), unless the arm sets
+`policy.name` itself. An arm may run on a subset of the seeds (`seeds:`), so
+cheap arms can have more seeds than expensive ones; every arm still uses the
+same instance seeds per seed, so arms stay paired.
 
 Why a sweep command rather than a shell loop: every run's config is checked
 before the first one trains, an interrupted sweep resumes where it stopped,
@@ -49,10 +56,11 @@ from tsr_cli.tables import (  # noqa: F401  (re-exported: the sweep API)
     to_markdown,
 )
 from tsr_cli.train.config import ConfigError, TrainConfig, load_config, read_yaml_mapping
+from tsr_cli.train.checkpoint import latest_checkpoint
 from tsr_cli.train.run import Run, write_curves
 
-SWEEP_KEYS = ("base", "seeds", "arms", "overrides", "threshold")
-ARM_KEYS = ("name", "set")
+SWEEP_KEYS = ("base", "seeds", "arms", "overrides", "threshold", "start")
+ARM_KEYS = ("name", "set", "seeds")
 #: set by the sweep for every run: an arm that set them would collapse the seed axis or the layout
 RESERVED = ("trainer.seed", "trainer.run_dir")
 SUMMARY_KEYS = ("final_val_success_rate", "final_val_mean_return", "initial_val_success_rate", "steps",
@@ -71,6 +79,8 @@ class SweepError(ValueError):
 class Arm:
     name: str
     overrides: dict
+    #: the seeds this arm runs (None: all of the sweep's)
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,14 +91,20 @@ class Sweep:
     arms: tuple[Arm, ...]
     overrides: dict
     threshold: float = 0.8
+    #: a `tsr sft` or `tsr train` config every arm starts from (trained first, once)
+    start: Path | None = None
 
     @property
     def name(self) -> str:
         return self.path.stem
 
-    def config(self, arm: Arm, seed: int, run_dir: Path | None = None) -> TrainConfig:
-        """Base file < sweep overrides < arm overrides < the run's seed and directory."""
-        overrides = {**self.overrides, **arm.overrides, "trainer.seed": seed}
+    def arm_seeds(self, arm: Arm) -> tuple[int, ...]:
+        return arm.seeds if arm.seeds is not None else self.seeds
+
+    def config(self, arm: Arm, seed: int, run_dir: Path | None = None, start: Path | None = None) -> TrainConfig:
+        """Base file < sweep overrides < the start's checkpoint < arm overrides < seed and directory."""
+        begin = {"policy.name": str(start)} if start is not None else {}
+        overrides = {**self.overrides, **begin, **arm.overrides, "trainer.seed": seed}
         if run_dir is not None:
             overrides["trainer.run_dir"] = str(run_dir)
         try:
@@ -105,20 +121,26 @@ def load_sweep(path: str | Path) -> Sweep:
     unknown = [key for key in raw if key not in SWEEP_KEYS]
     if unknown:
         raise SweepError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(SWEEP_KEYS)}")
-    sweep = Sweep(path, _base(raw.get("base"), path), _seeds(raw.get("seeds"), where),
-                  _arms(raw.get("arms"), where), _overrides(raw.get("overrides"), f"{where}: overrides"),
-                  _threshold(raw.get("threshold", 0.8), where))
+    seeds = _seeds(raw.get("seeds"), where)
+    arms = _arms(raw.get("arms"), where)
+    for arm in arms:
+        if arm.seeds is not None and not set(arm.seeds) <= set(seeds):
+            raise SweepError(f"{where}: arm {arm.name!r}: its seeds must be among the sweep's {list(seeds)}")
+    start = _base(raw["start"], path, "start") if raw.get("start") is not None else None
+    sweep = Sweep(path, _base(raw.get("base"), path), seeds, arms,
+                  _overrides(raw.get("overrides"), f"{where}: overrides"),
+                  _threshold(raw.get("threshold", 0.8), where), start)
     for arm in sweep.arms:
-        sweep.config(arm, sweep.seeds[0])
+        sweep.config(arm, sweep.arm_seeds(arm)[0])
     return sweep
 
 
-def _base(value, path: Path) -> Path:
+def _base(value, path: Path, key: str = "base") -> Path:
     if not isinstance(value, str) or not value:
-        raise SweepError(f"{path.name}: 'base' must name the base config, relative to the sweep file")
+        raise SweepError(f"{path.name}: '{key}' must name a config file, relative to the sweep file")
     base = path.parent / value
     if not base.is_file():
-        raise SweepError(f"{path.name}: base config not found: {base}")
+        raise SweepError(f"{path.name}: {key} config not found: {base}")
     return base
 
 
@@ -150,7 +172,8 @@ def _arm(item, where: str) -> Arm:
     name = item.get("name")
     if not isinstance(name, str) or not _ARM_NAME.fullmatch(name):
         raise SweepError(f"{where}: arm name {name!r} must be letters, digits, '.', '_', '+' or '-'")
-    return Arm(name, _overrides(item.get("set"), f"{where}: arm {name!r}"))
+    seeds = _seeds(item["seeds"], f"{where}: arm {name!r}") if "seeds" in item else None
+    return Arm(name, _overrides(item.get("set"), f"{where}: arm {name!r}"), seeds)
 
 
 def _overrides(value, where: str) -> dict:
@@ -195,14 +218,45 @@ def run_dir(out: Path, arm: str, seed: int) -> Path:
     return Path(out) / "runs" / f"{arm}-s{seed}"
 
 
-def plan(sweep: Sweep, out: Path) -> list[PlannedRun]:
-    """Every arm x seed in order, with its state; run dirs are checked before anything trains."""
+def plan(sweep: Sweep, out: Path, on_start=None) -> list[PlannedRun]:
+    """Every arm x seed in order, with its state; run dirs are checked before anything trains.
+
+    A sweep with a `start:` has it trained first (once; `on_start(path)` is
+    called when that begins), since every arm's config names its checkpoint.
+    """
+    start = start_checkpoint(sweep, out, on_start) if sweep.start is not None else None
     runs = []
     for arm in sweep.arms:
-        for seed in sweep.seeds:
-            cfg = sweep.config(arm, seed, run_dir(out, arm.name, seed))
+        for seed in sweep.arm_seeds(arm):
+            cfg = sweep.config(arm, seed, run_dir(out, arm.name, seed), start)
             runs.append(PlannedRun(arm.name, seed, cfg, _state(cfg)))
     return runs
+
+
+def start_checkpoint(sweep: Sweep, out: Path, on_start=None) -> Path:
+    """OUT/start's last checkpoint, training the sweep's start config there first if needed."""
+    directory = Path(out) / "start"
+    if not (directory / "summary.json").is_file():
+        if on_start:
+            on_start(sweep.start)
+        train_start(sweep.start, directory)
+    checkpoint = latest_checkpoint(directory)
+    if checkpoint is None:
+        raise SweepError(f"the start run {directory} finished without a checkpoint")
+    return checkpoint
+
+
+def train_start(config: Path, directory: Path) -> dict:
+    """Train a start config into `directory`: `tsr sft` when it has an `sft:` section, else `tsr train`."""
+    raw = read_yaml_mapping(config, "start config", SweepError)
+    overrides = {"trainer.run_dir": str(directory)}
+    if "sft" in raw:
+        from tsr_cli.sft import SFTRun, load_sft_config
+
+        return SFTRun.create(load_sft_config(config, overrides), overwrite=True).train()
+    if (directory / "config.yaml").is_file():
+        return Run.resume(directory).train()
+    return Run.create(load_config(config, overrides)).train()
 
 
 def select(runs: list[PlannedRun], arms: list[str] = (), seeds: list[int] = ()) -> list[PlannedRun]:
