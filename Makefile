@@ -38,13 +38,11 @@ SCALE ?= cpu
 SWEEPS_cpu := $(filter-out experiments/sweeps/toy.yaml experiments/sweeps/paper_%.yaml,\
                             $(wildcard experiments/sweeps/*.yaml))
 SWEEPS_paper := $(wildcard experiments/sweeps/paper_*.yaml)
-WARM_START := results/frozenlake_grpo_warm/runs/start/checkpoints/step_15
 
+# A sweep that names a `start:` config has it trained first by `tsr compare` itself.
+# experiments/sweeps/pre_fix/ holds the sweeps made before the trainer fixes (archive).
 reproduce: setup
 	@test -n "$(SWEEPS_$(SCALE))" || { echo "make reproduce: SCALE must be cpu or paper" >&2; exit 2; }
-	# The warm-start diagnostic continues from a policy trained by plain sampling first.
-	test "$(SCALE)" != cpu || test -f $(WARM_START)/tsr_checkpoint.json || \
-	  $(VENV)/bin/tsr train --config experiments/tiny/frozenlake_grpo_warmstart.yaml --overwrite
 	set -e; for sweep in $(SWEEPS_$(SCALE)); do \
 	  $(VENV)/bin/tsr compare $$sweep --out results/$$(basename $$sweep .yaml); \
 	done
