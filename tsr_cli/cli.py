@@ -176,7 +176,7 @@ def sft_cmd(
     `--policy` or `policy.name`), metrics.jsonl and summary.json.
     """
     from tsr_cli.progress import progress_bar
-    from tsr_cli.sft import SFTRun, load_sft_config
+    from tsr_cli.sft import SFTRun, check_env, load_sft_config
     from tsr_cli.train.config import parse_override
 
     flags = {"env.name": env, "policy.name": policy, "sft.demos": demos, "sft.epochs": epochs,
@@ -185,22 +185,13 @@ def sft_cmd(
         overrides = {k: v for k, v in flags.items() if v is not None}
         overrides.update(dict(parse_override(item) for item in set_))
         cfg = load_sft_config(config, overrides)
-        if cfg.train.env.name not in _registered_envs():
-            raise ValueError(f"unknown environment {cfg.train.env.name!r}; choose one of "
-                             f"{', '.join(_registered_envs())}")
-        err.print(f"collecting {cfg.sft.demos} expert demonstrations on {cfg.train.env.name}")
+        check_env(cfg)
         run = SFTRun.create(cfg, overwrite=overwrite)
     err.print(f"run directory: {run.dir}")
     label = f"sft {cfg.train.env.name} · {cfg.train.policy.name}"
     with progress_bar(err, label, run.total_steps) as advance:
         summary = run.train(on_step=lambda record: advance(1))
     _print_metrics(f"{label} · {run.dir}", summary)
-
-
-def _registered_envs() -> list[str]:
-    import envs
-
-    return envs.registered()
 
 
 def _train_config(config: Optional[Path], flags: dict, sets: List[str]):

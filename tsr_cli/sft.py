@@ -125,6 +125,18 @@ def load_sft_config(path: str | Path | None = None, overrides: dict | None = Non
     return SFTConfig(build_config(raw), build_section("sft", SFTSection, sft_raw))
 
 
+def check_env(cfg: SFTConfig) -> None:
+    """ValueError unless the config's environment exists and has an expert to learn from."""
+    import envs
+    from envs.experts import has_expert
+
+    name = cfg.train.env.name
+    if name not in envs.registered():
+        raise ValueError(f"unknown environment {name!r}; choose one of {', '.join(envs.registered())}")
+    if not has_expert(name):
+        raise ValueError(f"environment {name!r} has no expert to learn from")
+
+
 def protocol_of(cfg: TrainConfig) -> ProtocolConfig:
     env = cfg.env
     return ProtocolConfig(env.max_turns, env.actions_per_turn, env.answer_only, env.format_penalty)
@@ -281,10 +293,7 @@ class SFTRun:
 
     @classmethod
     def create(cls, cfg: SFTConfig, overwrite: bool = False) -> "SFTRun":
-        from envs.experts import has_expert
-
-        if not has_expert(cfg.train.env.name):
-            raise ValueError(f"environment {cfg.train.env.name!r} has no expert to learn from")
+        check_env(cfg)
         run_dir = cfg.resolved_run_dir()
         if (run_dir / "sft.yaml").exists() or (run_dir / "config.yaml").exists():
             if not overwrite:

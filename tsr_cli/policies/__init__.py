@@ -30,9 +30,11 @@ CHECKPOINT_MARKER = "tsr_checkpoint.json"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def _random(*, seed: int, env_names=None, max_actions: int = 2, **kw) -> Policy:
+def _random(*, seed: int, env_names=None, max_actions: int = 2, device=None, dtype=None, **kw) -> Policy:
     from tsr_cli.policies.random import RandomPolicy
 
+    # no model, so no device or dtype: accepting them lets callers that build any
+    # policy (the trainer) reach their own, clearer error
     return RandomPolicy(seed=seed, max_actions=max_actions, **kw)
 
 

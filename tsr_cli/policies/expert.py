@@ -99,7 +99,7 @@ class ExpertPolicy:
         return Completion(ids, [0.0] * len(ids), text)
 
     def _messages(self, prompt: Sequence[int]) -> list[tuple[str, str]]:
-        """(role, content) of each ChatML message; the open assistant turn is included."""
+        """(role, content) of each closed ChatML message (not the open assistant turn)."""
         out, current = [], None
         for token in prompt:
             if token == self.codec.im_start_id:
@@ -109,8 +109,6 @@ class ExpertPolicy:
                 current = None
             elif current is not None:
                 current.append(token)
-        if current is not None:
-            out.append(current)
         messages = []
         for ids in out:
             role, _, content = self.codec.decode(ids).partition("\n")
