@@ -210,6 +210,29 @@ def render_rooms(fixed: np.ndarray, state: np.ndarray) -> str:
     return "\n".join(rows)
 
 
+#: rendered symbol -> (room_fixed, room_state): the inverse of `render_rooms`
+RENDERED = {
+    SYMBOLS[WALL]: (WALL, WALL),
+    SYMBOLS[FLOOR]: (FLOOR, FLOOR),
+    SYMBOLS[TARGET]: (TARGET, TARGET),
+    SYMBOLS[BOX_ON_TARGET]: (TARGET, BOX_ON_TARGET),
+    SYMBOLS[BOX]: (FLOOR, BOX),
+    SYMBOLS[PLAYER]: (FLOOR, PLAYER),
+    PLAYER_ON_TARGET_SYMBOL: (TARGET, PLAYER),
+}
+
+
+def parse_render(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """(room_fixed, room_state) from `render_rooms` text: the render is the whole state."""
+    rows = text.strip("\n").split("\n")
+    unknown = set("".join(rows)) - set(RENDERED)
+    if unknown or len({len(row) for row in rows}) != 1:
+        raise ValueError(f"not a rendered Sokoban room: {text!r}")
+    fixed = np.array([[RENDERED[ch][0] for ch in row] for row in rows], dtype=np.int8)
+    state = np.array([[RENDERED[ch][1] for ch in row] for row in rows], dtype=np.int8)
+    return fixed, state
+
+
 def _symbol(fixed: int, state: int) -> str:
     if state == PLAYER and fixed == TARGET:
         return PLAYER_ON_TARGET_SYMBOL

@@ -63,7 +63,7 @@ def eval_cmd(
     env: Optional[str] = typer.Option(None, help="environment name (see `tsr envs`); default sokoban, "
                                       "or the checkpoint's"),
     env_arg: List[str] = typer.Option([], "--env-arg", help="environment argument key=value, repeatable"),
-    policy: str = typer.Option("random", help="random, smollm2-135m, tiny, a HF id or path, or a "
+    policy: str = typer.Option("random", help="random, expert, smollm2-135m, tiny, a HF id or path, or a "
                                "checkpoint dir (whose env and protocol settings become the defaults)"),
     search: str = typer.Option("none", help="none, best-of-n, beam or lookahead"),
     candidates: int = typer.Option(4, min=1, help="M candidates per turn (beam, lookahead); N samples (best-of-n)"),
@@ -104,7 +104,10 @@ def eval_cmd(
         protocol = ProtocolConfig(max_turns, actions_per_turn, answer_only=answer_only)
         temp = temperature if temperature is not None else (0.0 if search == "none" else 1.0)
         params = SamplingParams(temperature=temp, max_new_tokens=max_new_tokens, stop=protocol.stop)
-    pol = _load_policy(policy, seed, env)
+    # the expert reads the game from the prompt, but the prompt shows neither the
+    # environment's arguments (the slip model, the catalogue) nor the number of turns
+    task = {"make_env": make_env, "max_turns": max_turns} if policy == "expert" else {}
+    pol = _load_policy(policy, seed, env, **task)
     with _progress(f"eval {env} · {search}", episodes) as advance:
         measured = evaluate(pol, make_env, eval_seeds(episodes, seed), search_cfg, params, protocol,
                             env_name=env, batch_groups=batch, on_batch=advance)
@@ -150,6 +153,45 @@ def train_cmd(
         else:
             run = Run.create(_train_config(config, flags, set_), overwrite=overwrite)
     _train_with_progress(run)
+
+
+@app.command("sft")
+def sft_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", help="SFT config: a train config plus an "
+                                          "`sft:` section (see experiments/sft/)"),
+    env: Optional[str] = typer.Option(None, help="environment name (env.name); it needs an expert"),
+    policy: Optional[str] = typer.Option(None, help="policy to train (policy.name)"),
+    demos: Optional[int] = typer.Option(None, help="expert episodes on training seeds (sft.demos)"),
+    epochs: Optional[int] = typer.Option(None, help="passes over the demonstrations (sft.epochs)"),
+    seed: Optional[int] = typer.Option(None, help="run seed (trainer.seed)"),
+    run_dir: Optional[Path] = typer.Option(None, help="run directory (trainer.run_dir)"),
+    set_: List[str] = typer.Option([], "--set", help="override any field, sft.* included: "
+                                   "section.key=value, repeatable"),
+    overwrite: bool = typer.Option(False, help="replace an existing run in the run directory"),
+) -> None:
+    """Supervised warm start: train a policy on the environment's expert playing training seeds.
+
+    The demonstrations go through the same agent protocol and chat template as
+    RL rollouts. Writes a run directory with checkpoints/step_N (usable as
+    `--policy` or `policy.name`), metrics.jsonl and summary.json.
+    """
+    from tsr_cli.progress import progress_bar
+    from tsr_cli.sft import SFTRun, check_env, load_sft_config
+    from tsr_cli.train.config import parse_override
+
+    flags = {"env.name": env, "policy.name": policy, "sft.demos": demos, "sft.epochs": epochs,
+             "trainer.seed": seed, "trainer.run_dir": str(run_dir) if run_dir else None}
+    with UserError.wrap(ValueError, FileNotFoundError, FileExistsError, OSError, ImportError):
+        overrides = {k: v for k, v in flags.items() if v is not None}
+        overrides.update(dict(parse_override(item) for item in set_))
+        cfg = load_sft_config(config, overrides)
+        check_env(cfg)
+        run = SFTRun.create(cfg, overwrite=overwrite)
+    err.print(f"run directory: {run.dir}")
+    label = f"sft {cfg.train.env.name} · {cfg.train.policy.name}"
+    with progress_bar(err, label, run.total_steps) as advance:
+        summary = run.train(on_step=lambda record: advance(1))
+    _print_metrics(f"{label} · {run.dir}", summary)
 
 
 def _train_config(config: Optional[Path], flags: dict, sets: List[str]):
@@ -261,12 +303,12 @@ def _parse_kv(items: List[str], flag: str) -> dict:
     return out
 
 
-def _load_policy(spec: str, seed: int, env_name: str):
+def _load_policy(spec: str, seed: int, env_name: str, **kw):
     import tsr_cli.train.checkpoint  # noqa: F401  (registers the checkpoint loader)
     from tsr_cli.policies import load_policy
 
     with UserError.wrap(ValueError, FileNotFoundError, OSError, ImportError):
-        return load_policy(spec, seed=seed, env_names=[env_name])
+        return load_policy(spec, seed=seed, env_names=[env_name], **kw)
 
 
 def _progress(label: str, total: int):

@@ -3,6 +3,9 @@
 `load_policy(spec)` resolves a policy name, directory or hub id:
 
 - `random`: uniformly drawn legal actions (`random.py`)
+- `expert`: the environment's expert, reading the prompt (`expert.py`); it
+  needs `make_env` (or plays `env_names[0]` with default arguments) and the
+  turn budget `max_turns`
 - `smollm2-135m`: the embedded SmolLM2-135M-Instruct (`smollm2.py`)
 - `tiny`: a randomly initialised small Llama (`tiny.py`)
 - a local directory: a Hugging Face model directory, or a tsr checkpoint
@@ -27,10 +30,25 @@ CHECKPOINT_MARKER = "tsr_checkpoint.json"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def _random(*, seed: int, env_names=None, max_actions: int = 2, **kw) -> Policy:
+def _random(*, seed: int, env_names=None, max_actions: int = 2, device=None, dtype=None, **kw) -> Policy:
     from tsr_cli.policies.random import RandomPolicy
 
+    # no model, so no device or dtype: accepting them lets callers that build any
+    # policy (the trainer) reach their own, clearer error
     return RandomPolicy(seed=seed, max_actions=max_actions, **kw)
+
+
+def _expert(*, seed: int, env_names=None, make_env=None, max_turns=None, noise: float = 0.0,
+            **kw) -> Policy:
+    from tsr_cli.policies.expert import ExpertPolicy
+
+    if not env_names:
+        raise ValueError("the expert policy needs the environment it plays")
+    if make_env is None:
+        import envs
+
+        make_env = envs.factory(env_names[0])
+    return ExpertPolicy(env_names[0], make_env, max_turns=max_turns, noise=noise, seed=seed)
 
 
 def _smollm2(*, seed: int, env_names=None, **kw) -> Policy:
@@ -51,6 +69,7 @@ BACKENDS: dict[str, Callable[..., Policy]] = {
     "random": _random,
     "smollm2-135m": _smollm2,
     "tiny": _tiny,
+    "expert": _expert,
 }
 
 _checkpoint_loader: Callable[..., Policy] | None = None

@@ -286,6 +286,12 @@ def build_config(raw: dict) -> TrainConfig:
         raise ConfigError(str(exc)) from None
 
 
+def build_section(name: str, cls, values: dict):
+    """One section dataclass from a mapping, with the same key and type checks (for configs
+    that add sections of their own, such as `tsr sft`'s)."""
+    return _build_section(name, cls, values)
+
+
 def _build_section(name: str, cls, values: dict):
     hints = typing.get_type_hints(cls)
     allowed = [f.name for f in dataclasses.fields(cls) if f.name not in _INTERNAL.get(name, set())]
