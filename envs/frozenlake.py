@@ -131,6 +131,10 @@ def check_map_args(size: int, p: float) -> None:
         raise ValueError(str(exc)) from None
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+
+
 class FrozenLakeEnv(TextEnv):
     """Cross the lake from the start to the goal without falling into a hole.
 
@@ -166,10 +170,14 @@ class FrozenLakeEnv(TextEnv):
     ):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be 'ansi' or None, got {render_mode!r}")
-        if not 0 < p <= 1:
-            raise ValueError(f"p (probability of a frozen tile) must be in (0, 1], got {p}")
-        if not 0 <= success_rate <= 1:
-            raise ValueError(f"success_rate must be in [0, 1], got {success_rate}")
+        if not _is_number(p) or not 0 < p <= 1:
+            raise ValueError(f"p (probability of a frozen tile) must be in (0, 1], got {p!r}")
+        if not _is_number(success_rate) or not 0 <= success_rate <= 1:
+            raise ValueError(f"success_rate must be in [0, 1], got {success_rate!r}")
+        if desc is not None and (isinstance(desc, str) or not all(isinstance(row, str) for row in desc)):
+            raise ValueError(f"desc must be a list of rows (strings of S, F, H, G), got {desc!r}")
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise ValueError(f"size must be an integer, got {size!r}")
         self.render_mode = render_mode
         self.desc = tuple(desc) if desc is not None else None
         if self.desc is not None:

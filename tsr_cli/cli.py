@@ -215,12 +215,15 @@ def compare_cmd(
     """
     from tsr_cli import compare
     from tsr_cli.progress import progress_bar
+    from tsr_cli.train.run import check_instances
 
-    with UserError.wrap(ValueError, FileNotFoundError, OSError):
+    with UserError.wrap(ValueError, FileNotFoundError, OSError, TypeError, KeyError):
         spec = compare.load_sweep(sweep)
         target = out_dir or compare.default_out(spec)
         planned = [] if table_only else compare.plan(spec, target)
         runs = [] if table_only else compare.select(planned, arms, seeds)
+        for run in runs:  # every cell's env args, before the first cell trains
+            check_instances(run.cfg)
     if runs:
         states = Table("run", "state", title=f"sweep {spec.name} -> {target}")
         for run in runs:
@@ -287,16 +290,28 @@ def _make_env_factory(name: str, env_args: List[str]):
 
 
 def _parse_kv(items: List[str], flag: str) -> dict:
-    import yaml
-
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserError(f"{flag} expects key=value, got {item!r}")
-        value = yaml.safe_load(raw) if raw else ""
-        out[key.strip()] = value
+        out[key.strip()] = _yaml_value(raw)
     return out
+
+
+def _yaml_value(raw: str):
+    """A flag value read as YAML (`[8,8]`, `2`, `true`), else kept as the text given.
+
+    YAML reads text that starts with `#` as a comment, i.e. None, and an
+    XSB level always starts with `#`; text that is not valid YAML stays text.
+    """
+    import yaml
+
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        return raw
+    return raw if value is None and raw.strip() not in ("null", "~", "Null", "NULL") else value
 
 
 def _load_policy(spec: str, seed: int, env_name: str):

@@ -99,8 +99,7 @@ class WebShopEnv(TextEnv):
         self.catalogue = load_catalogue(data_dir, goal_source, num_products, catalogue_seed)
         self.engine = search_engine(self.catalogue)
         if split != "auto" and not self.catalogue.split(split):  # fail now, not at the first reset
-            raise ValueError(f"the {split!r} split of {self.catalogue} is empty; choose split= "
-                             f"'test', 'validation', 'train' or 'all', or more products")
+            raise self._empty(split)
         self.split = split
         charset = self.catalogue.charset
         self.observation_space = spaces.Text(max_length=self.catalogue.max_page_length, charset=charset)
@@ -195,11 +194,14 @@ class WebShopEnv(TextEnv):
             split, offset = ("test", HELD_OUT_SEED_START) if held_out else ("train", 0)
         indices = self.catalogue.split(split)
         if not indices:
-            raise ValueError(f"the {split!r} split of {self.catalogue} is empty; choose split= "
-                             f"'test', 'validation', 'train' or 'all'")
+            raise self._empty(split)
         if seed is None:
             return indices[int(self.np_random.integers(len(indices)))]
         return indices[(seed - offset) % len(indices)]
+
+    def _empty(self, split: str) -> ValueError:
+        return ValueError(f"the {split!r} split of {self.catalogue} is empty; choose split= "
+                          "'test', 'validation', 'train' or 'all', or more products")
 
     def _suggestions(self) -> tuple[str, ...]:
         """Queries for the search page's action list (see the module docstring)."""

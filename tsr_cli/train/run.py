@@ -130,6 +130,7 @@ class Run:
             check_instances(cfg)
         with UserError.wrap(ValueError, OSError, ImportError):
             self.trainer = Trainer(cfg, on_step=self._log)
+            self.trainer.protocol()  # the turn budget, else checked only at the first rollout
 
     @classmethod
     def create(cls, cfg: TrainConfig, on_step=None, overwrite: bool = False) -> "Run":
@@ -177,8 +178,8 @@ class Run:
             exc.resume = exc.resume or f"tsr train --resume {self.dir}"
             raise
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once, keep the last checkpoint
-            raise Interrupted(f"stopped at once during step {self.trainer.step}; {self._last_saved()}",
-                              self.dir) from None
+            raise Interrupted(f"interrupted during step {self.trainer.step} and stopped at once; "
+                              f"{self._last_saved()}", self.dir) from None
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
