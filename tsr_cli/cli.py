@@ -2,13 +2,17 @@
 
 `main(argv) -> int` runs the app without click's standalone handling, so that
 every user mistake becomes one line on stderr and exit code 2, never a
-traceback.
+traceback. A full disk is one line and exit code 1; Ctrl-C during training
+is one line and exit code 130 (see `_stop_on_ctrl_c`).
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -17,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tsr_cli.errors import UserError
+from tsr_cli.errors import Interrupted, RunFault, UserError
 from tsr_cli.evaluate import EVAL_SEED_OFFSET
 
 app = typer.Typer(
@@ -152,7 +156,8 @@ def train_cmd(
             run = Run.resume(resume)
         else:
             run = Run.create(_train_config(config, flags, set_), overwrite=overwrite)
-    _train_with_progress(run)
+    with _stop_on_ctrl_c():
+        _train_with_progress(run)
 
 
 @app.command("sft")
@@ -227,7 +232,7 @@ def plot_cmd(
     """Write learning-curve PNGs (held-out success, return, loss, cost) for runs."""
     from tsr_cli.train.plots import plot_runs
 
-    with UserError.wrap(FileNotFoundError):
+    with UserError.wrap(FileNotFoundError, ValueError):
         for path in plot_runs(run_dirs, out_dir):
             out.print(str(path))
 
@@ -252,24 +257,60 @@ def compare_cmd(
     """
     from tsr_cli import compare
     from tsr_cli.progress import progress_bar
+    from tsr_cli.train.run import check_instances
 
-    with UserError.wrap(ValueError, FileNotFoundError, OSError):
+    with UserError.wrap(ValueError, FileNotFoundError, OSError, TypeError, KeyError):
         spec = compare.load_sweep(sweep)
         target = out_dir or compare.default_out(spec)
         planned = [] if table_only else compare.plan(spec, target)
         runs = [] if table_only else compare.select(planned, arms, seeds)
+        for run in runs:  # every cell's env args, before the first cell trains
+            check_instances(run.cfg)
     if runs:
         states = Table("run", "state", title=f"sweep {spec.name} -> {target}")
         for run in runs:
             states.add_row(str(run.dir), run.state)
         err.print(states)
-        with progress_bar(err, f"compare {spec.name}", sum(r.cfg.trainer.steps for r in runs)) as advance:
-            compare.run_sweep(runs, target, advance, cells=[(r.arm, r.seed) for r in planned])
+        try:
+            with _stop_on_ctrl_c(), progress_bar(err, f"compare {spec.name}",
+                                                 sum(r.cfg.trainer.steps for r in runs)) as advance:
+                compare.run_sweep(runs, target, advance, cells=[(r.arm, r.seed) for r in planned])
+        except (Interrupted, RunFault) as exc:  # re-running the sweep resumes it, cell by cell
+            exc.resume = " ".join(["tsr compare", str(sweep), *(["--out", str(out_dir)] if out_dir else []),
+                                   *(f"--arm {arm}" for arm in arms), *(f"--seed {s}" for s in seeds)])
+            raise
     with UserError.wrap(FileNotFoundError):
         written = compare.write_outputs(spec, target)
     out.print((target / "table.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     for path in written:
         out.print(str(path), highlight=False)
+
+
+@contextmanager
+def _stop_on_ctrl_c():
+    """The first Ctrl-C lets the current step finish and saves a checkpoint; the second stops at once.
+
+    The run then raises Interrupted, which `main` prints as one line with the
+    command that resumes it, and exit code 130.
+    """
+    from tsr_cli.train.run import clear_stop, request_stop
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def first(signum, frame):
+        request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        err.print("tsr: Ctrl-C: finishing this step and saving a checkpoint; Ctrl-C again stops at once",
+                  highlight=False)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        clear_stop()
 
 
 def _checkpoint_defaults(policy: str) -> dict:
@@ -291,16 +332,28 @@ def _make_env_factory(name: str, env_args: List[str]):
 
 
 def _parse_kv(items: List[str], flag: str) -> dict:
-    import yaml
-
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserError(f"{flag} expects key=value, got {item!r}")
-        value = yaml.safe_load(raw) if raw else ""
-        out[key.strip()] = value
+        out[key.strip()] = _yaml_value(raw)
     return out
+
+
+def _yaml_value(raw: str):
+    """A flag value read as YAML (`[8,8]`, `2`, `true`), else kept as the text given.
+
+    YAML reads text that starts with `#` as a comment, i.e. None, and an
+    XSB level always starts with `#`; text that is not valid YAML stays text.
+    """
+    import yaml
+
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        return raw
+    return raw if value is None and raw.strip() not in ("null", "~", "Null", "NULL") else value
 
 
 def _load_policy(spec: str, seed: int, env_name: str, **kw):
@@ -331,7 +384,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         result = command.main(args=argv, prog_name="tsr", standalone_mode=False)
     except (typer.Exit, click.exceptions.Exit) as exc:
         return exc.exit_code
-    except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, click.exceptions.Abort):
+        return 130
+    except KeyboardInterrupt:  # outside training (which raises Interrupted): nothing to resume
+        print("tsr: interrupted", file=sys.stderr)
         return 130
     except (typer.exceptions.TyperException, click.ClickException) as exc:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
@@ -340,6 +396,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UserError as exc:
         print(f"tsr: error: {exc}", file=sys.stderr)
         return 2
+    except RunFault as exc:
+        print(f"tsr: error: {exc}", file=sys.stderr)
+        return 1
+    except Interrupted as exc:
+        print(f"tsr: {exc}", file=sys.stderr)
+        return 130
     return result if isinstance(result, int) else 0
 
 

@@ -58,7 +58,9 @@ def test_every_shipped_config_loads():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "experiments"
+    from tsr_cli.sft import load_sft_config
+
     files = [p for p in root.rglob("*.yaml") if "sweeps" not in p.parts]
     assert len(files) >= 25
     for path in files:
-        load_config(path)
+        (load_sft_config if "sft" in path.parts else load_config)(path)

@@ -113,9 +113,29 @@ def _load_directory(path: Path, *, seed: int, **kw) -> Policy:
         if _checkpoint_loader is None:
             raise ValueError(f"{path} is a tsr checkpoint but no checkpoint loader is registered")
         return _checkpoint_loader(path, seed=seed, **kw)
+    _not_a_tsr_directory(path)
+    from tsr_cli.policies.files import check_model_dir, held_transformers_warnings
     from tsr_cli.policies.hf import HFPolicy
 
-    return HFPolicy.from_pretrained(str(path), seed=seed, local_files_only=True, **kw)
+    check_model_dir(path)
+    try:
+        with held_transformers_warnings():
+            return HFPolicy.from_pretrained(str(path), seed=seed, local_files_only=True, **kw)
+    except RuntimeError as exc:  # transformers: tensors whose shapes config.json does not describe
+        if "mismatched" not in str(exc) and "size mismatch" not in str(exc):
+            raise
+        raise ValueError(f"{path}: the weights do not fit the model its config.json describes "
+                         "(tensor shapes differ)") from None
+
+
+def _not_a_tsr_directory(path: Path) -> None:
+    """A run directory, or a checkpoint whose save never finished, is not a model directory."""
+    if (path / "checkpoints").is_dir() and (path / "config.yaml").is_file():
+        raise ValueError(f"{path} is a tsr run directory; give one of its checkpoints, "
+                         f"e.g. {path / 'checkpoints' / 'step_N'}")
+    if (path / "trainer_state.json").is_file() or (path / "weights.safetensors").is_file():
+        raise ValueError(f"{path} is an incomplete tsr checkpoint: {CHECKPOINT_MARKER} is missing "
+                         "(its save did not finish); use an earlier step")
 
 
 __all__ = [
