@@ -19,6 +19,7 @@ import pandas as pd
 
 from tsr_cli.train.checkpoint import latest_checkpoint, load_into, save_checkpoint
 from tsr_cli.train.config import TrainConfig, dump_config, load_config
+from tsr_cli.train.loggers import Loggers, require as require_loggers
 from tsr_cli.train.trainer import Trainer
 
 #: test hook: SIGKILL the process right after the checkpoint of this step is written
@@ -58,11 +59,12 @@ class Run:
         self.dir = Path(run_dir)
         #: called with each logged record (step 0 is the initial evaluation); settable
         self.on_step = on_step or (lambda record: None)
-        self._writer = None
         self.trainer = Trainer(cfg, on_step=self._log)
+        self.loggers = Loggers(cfg, self.dir)
 
     @classmethod
     def create(cls, cfg: TrainConfig, on_step=None, overwrite: bool = False) -> "Run":
+        require_loggers(cfg)  # before the run dir exists: a missing extra leaves nothing behind
         run_dir = cfg.resolved_run_dir()
         if (run_dir / "config.yaml").exists():
             if not overwrite:
@@ -86,32 +88,18 @@ class Run:
         return run
 
     def train(self) -> dict:
-        self.trainer.run(save=self._save)
+        try:
+            self.trainer.run(save=self._save)
+        finally:
+            self.loggers.close()
         summary = self.trainer.summary()
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
         write_curves(self.dir)
         return summary
 
     def _log(self, record: dict) -> None:
-        with open(self.dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        self._tensorboard(record)
+        self.loggers.log(record)
         self.on_step(record)
-
-    def _tensorboard(self, record: dict) -> None:
-        """Mirror the record to TensorBoard when it is installed (metrics.jsonl always)."""
-        if self._writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                self._writer = False
-                return
-            self._writer = SummaryWriter(str(self.dir / "tensorboard"))
-        if self._writer:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self._writer.add_scalar(key, value, record["step"])
-            self._writer.flush()
 
     def _save(self, step: int) -> None:
         save_checkpoint(self.trainer, self.dir)
