@@ -3,6 +3,7 @@
 import csv
 import io
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -103,6 +104,18 @@ def test_bad_executor_flags_are_one_line_exit_2(toy, flags, message, tmp_path, c
     assert main(["compare", str(toy), "--out", str(tmp_path / "out"), *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_unreachable_ray_address_is_one_line_exit_2(toy, tmp_path, capsys):
+    pytest.importorskip("ray")
+    with socket.socket() as probe:  # a loopback port that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["compare", str(toy), "--out", str(tmp_path / "out"), "--executor", "ray",
+                 "--address", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"no Ray cluster answers at 127.0.0.1:{port}" in err, err
+    assert not (tmp_path / "out" / "runs" / "none-s0" / "config.yaml").exists()
 
 
 def test_sweep_resources():

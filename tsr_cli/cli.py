@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 from typing import List, Optional
 
@@ -226,7 +225,7 @@ def compare_cmd(
         runs = [] if table_only else compare.select(planned, arms, seeds)
         engine = make_executor(executor, address, spec.resources)
     if runs:
-        failed = _run_cells(compare, spec, runs, planned, target, engine)
+        failed = _run_cells(spec, runs, planned, target, engine)
         if failed:
             err.print(f"{failed} of {len(runs)} runs failed; run the same command again to retry them "
                       "(finished runs are kept)", markup=False, highlight=False, soft_wrap=True)
@@ -238,8 +237,9 @@ def compare_cmd(
         out.print(str(path), highlight=False)
 
 
-def _run_cells(compare, spec, runs, planned, target: Path, engine) -> int:
+def _run_cells(spec, runs, planned, target: Path, engine) -> int:
     """Train the sweep's runs with `engine`: a bar over runs, a line per finished run; returns failures."""
+    from tsr_cli import compare
     from tsr_cli.progress import progress_bar
 
     states = Table("run", "state", title=f"sweep {spec.name} -> {target}", caption=f"executor: {engine.name}")
@@ -252,10 +252,7 @@ def _run_cells(compare, spec, runs, planned, target: Path, engine) -> int:
         results.append(result)
         err.print(_cell_line(result), markup=False, highlight=False, soft_wrap=True)
 
-    with ExitStack() as stack:
-        with UserError.wrap(ConnectionError, ValueError):  # e.g. a Ray address that does not answer
-            stack.enter_context(engine)
-        advance = stack.enter_context(progress_bar(err, f"compare {spec.name}", len(runs)))
+    with engine, progress_bar(err, f"compare {spec.name}", len(runs)) as advance:
         compare.run_sweep(runs, target, advance, cells=[(r.arm, r.seed) for r in planned],
                           executor=engine, on_result=report)
     return sum(not result.ok for result in results)

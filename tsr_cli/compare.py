@@ -19,7 +19,9 @@ before the first one trains, an interrupted sweep resumes where it stopped,
 and the table compares arms on the paper's three axes at once: held-out
 success (mean ± std over seeds), speed (steps to reach a fraction of the best
 arm's success) and compute (generated tokens, real and simulated env steps,
-wall time).
+wall time). The cells train one after another in this process or, with
+`--executor ray`, side by side as Ray tasks (tsr_cli.executors); the outputs
+are the same.
 
     OUT/runs/<arm>-s<seed>/       one run directory each (tsr_cli.train.run), tagged with
                                   the sweep, arm and seed (trainer.tags, for the loggers)
@@ -240,11 +242,11 @@ def _on_disk(directory: Path) -> str:
 
 
 def _comparable(cfg: TrainConfig) -> dict:
-    """The config minus the run dir, which may be spelt differently (relative or absolute OUT),
-    and the tags, which name the sweep file (renaming it does not change a run)."""
+    """The config minus what does not change a run's numbers: its directory (spelt relative or
+    absolute), its tags (renaming the sweep file) and its loggers (adding wandb mid-sweep)."""
     flat = {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
-    flat.pop("trainer.run_dir")
-    flat.pop("trainer.tags")
+    for key in ("trainer.run_dir", "trainer.tags", "trainer.logger"):
+        flat.pop(key)
     return flat
 
 

@@ -151,12 +151,18 @@ class RayExecutor:
         self.address = address
         self.resources = {**DEFAULT_RESOURCES, **(resources or {})}
         self._started = False
+        # Ray itself retries an address that does not answer for minutes; say so at once
+        if address or os.environ.get("RAY_ADDRESS"):
+            check_reachable(address or os.environ["RAY_ADDRESS"])
 
     def __enter__(self) -> "RayExecutor":
+        return self
+
+    def _connect(self) -> None:
+        """Join or start Ray on first use, so a sweep with nothing left to train starts nothing."""
         if not self.ray.is_initialized():  # a caller (a test, a notebook) may have started Ray already
             self.ray.init(address=self.address, include_dashboard=False, log_to_driver=True)
             self._started = True
-        return self
 
     def __exit__(self, *exc) -> None:
         if self._started:
@@ -164,6 +170,9 @@ class RayExecutor:
             self._started = False
 
     def run(self, runs: list, train: Train, advance: Advance) -> Iterator[CellResult]:
+        if not runs:
+            return
+        self._connect()
         options = {**self.resources, "max_retries": RAY_RETRIES}
         if forwarded_env():
             options["runtime_env"] = {"env_vars": forwarded_env()}
@@ -189,6 +198,18 @@ class RayExecutor:
             return CellResult(run, error=error_line(exc))
         copied = _mirror(Path(run.dir), files)
         return CellResult(run, summary=summary, resumed_from=resumed, copied_from=node if copied else None)
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A ConnectionError, at once, when nothing listens at a `host:port` (or ray://host:port) address."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", "local": Ray resolves those itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with "
+                              "`ray start --head`, or fix --address / RAY_ADDRESS") from None
 
 
 def _anchored(run, cwd: Path):
