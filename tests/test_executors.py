@@ -126,6 +126,14 @@ def test_sweep_resources():
             executors.check_resources(bad, "s")
 
 
+def test_a_cell_trained_elsewhere_has_its_files_written_here(tmp_path):
+    """Without a shared filesystem, a Ray cell's returned RUN_FILES land in the driver's run dir."""
+    files = {"summary.json": b'{"steps": 2}', "metrics.jsonl": b'{"step": 0}\n'}
+    assert executors.mirror(tmp_path / "runs/a-s0", files)
+    assert (tmp_path / "runs/a-s0/summary.json").read_bytes() == b'{"steps": 2}'
+    assert not executors.mirror(tmp_path / "runs/a-s0", files)  # a shared filesystem: nothing to write
+
+
 def test_error_line_is_the_last_line():
     assert executors.error_line(ValueError("context\n\n  the cause  \n")) == "ValueError: the cause"
     assert executors.error_line(KeyError()) == "KeyError"
@@ -136,7 +144,7 @@ def test_error_line_is_the_last_line():
 def local_ray():
     """A local Ray with two CPUs, started by the test (the executor joins it and leaves it running)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a `ray start` one
     yield ray
     ray.shutdown()
 

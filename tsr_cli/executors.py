@@ -196,7 +196,7 @@ class RayExecutor:
             return CellResult(run, error=error_line(exc.cause or exc))
         except self.ray.exceptions.RayError as exc:  # its worker or node died more than RAY_RETRIES times
             return CellResult(run, error=error_line(exc))
-        copied = _mirror(Path(run.dir), files)
+        copied = mirror(Path(run.dir), files)
         return CellResult(run, summary=summary, resumed_from=resumed, copied_from=node if copied else None)
 
 
@@ -239,7 +239,7 @@ def _train_cell(train: Train, run) -> tuple[dict, dict, str, int | None]:
     return summary, files, socket.gethostname(), resumed
 
 
-def _mirror(directory: Path, files: dict) -> bool:
+def mirror(directory: Path, files: dict) -> bool:
     """Write a cell's returned files here where they are missing or differ; True if any was written.
 
     On a shared filesystem they are the same files and nothing is written.
