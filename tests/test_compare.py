@@ -1,5 +1,6 @@
 """`tsr compare`: the toy sweep end to end, resume, --table-only, the table maths, bad sweep files."""
 
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 
 from tsr_cli import compare
 from tsr_cli.cli import main
-from tsr_cli.train.config import dump_config
+from tsr_cli.train.config import dump_config, load_config
 from tsr_cli.train.run import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,6 +151,13 @@ def test_selecting_an_unknown_cell_is_one_line_exit_2(flags, message, tmp_path, 
     assert len(err.splitlines()) == 1 and message in err, err
 
 
+def test_each_run_is_tagged_with_sweep_arm_and_seed(toy_out):
+    out, _, _ = toy_out
+    assert load_config(out / "runs/beam-s0/config.yaml").trainer.tags == {"sweep": "toy", "arm": "beam", "seed": 0}
+    renamed = dataclasses.replace(compare.load_sweep(TOY), path=TOY.with_name("renamed.yaml"))
+    assert [run.state for run in compare.plan(renamed, out)] == ["done", "done"]  # tags are not settings
+
+
 def test_plan_states_and_mismatched_run_dir(tmp_path):
     sweep = compare.load_sweep(TOY)
     assert [(r.arm, r.seed, r.state) for r in compare.plan(sweep, tmp_path)] == [("none", 0, "new"),
@@ -241,6 +249,8 @@ BAD = {
     "reserved key": f"base: {BASE}\nseeds: [0]\narms: [{{name: a, set: {{trainer.seed: 3}}}}]\n",
     "bad arm name": f"base: {BASE}\nseeds: [0]\narms: [{{name: ../a}}]\n",
     "bad threshold": f"base: {BASE}\nseeds: [0]\narms: [{{name: a}}]\nthreshold: 2\n",
+    "bad resources": f"base: {BASE}\nseeds: [0]\narms: [{{name: a}}]\nresources: {{gpus: 1}}\n",
+    "reserved tags": f"base: {BASE}\nseeds: [0]\narms: [{{name: a, set: {{trainer.tags: {{a: 1}}}}}}]\n",
     "not a mapping": "- a\n- b\n",
     "malformed": "base: [unclosed\n",
 }

@@ -247,38 +247,45 @@ def compare_cmd(
     arms: List[str] = typer.Option([], "--arm", help="run only this arm (repeatable); with --seed, "
                                    "one cell: its final success re-runs exactly"),
     seeds: List[int] = typer.Option([], "--seed", help="run only this seed (repeatable)"),
+    executor: str = typer.Option("local", help="local: runs one after another here; ray: every "
+                                 "unfinished run a Ray task (pip install 'tsr[ray]')"),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: RAY_ADDRESS, "
+                                          "else a local Ray on this machine's cores)"),
 ) -> None:
     """Run an ablation sweep (arms x seeds), resuming where it stopped; write tables, curves, plots.
 
-    Runs go one after another; an interrupted sweep resumes at the first run that
-    has not finished. To check one cell of a committed result, re-run it into a
-    new directory, e.g. `tsr compare experiments/sweeps/frozenlake_grpo.yaml
+    Runs go one after another, or in parallel as Ray tasks with --executor ray;
+    an interrupted sweep resumes every run that has not finished, from its last
+    checkpoint. A run that fails is reported and the others go on; the sweep
+    then exits 1 and writes no tables, and running it again retries the failed
+    runs. To check one cell of a committed result, re-run it into a new
+    directory, e.g. `tsr compare experiments/sweeps/frozenlake_grpo.yaml
     --arm beam --seed 1 --out /tmp/cell`, and compare its results.csv row.
     """
     from tsr_cli import compare
-    from tsr_cli.progress import progress_bar
+    from tsr_cli.executors import make_executor
     from tsr_cli.train.run import check_instances
 
-    with UserError.wrap(ValueError, FileNotFoundError, OSError, TypeError, KeyError):
+    with UserError.wrap(ValueError, FileNotFoundError, OSError, TypeError, KeyError, ImportError):
         spec = compare.load_sweep(sweep)
         target = out_dir or compare.default_out(spec)
         planned = [] if table_only else compare.plan(spec, target)
         runs = [] if table_only else compare.select(planned, arms, seeds)
         for run in runs:  # every cell's env args, before the first cell trains
             check_instances(run.cfg)
+        engine = make_executor(executor, address, spec.resources)
     if runs:
-        states = Table("run", "state", title=f"sweep {spec.name} -> {target}")
-        for run in runs:
-            states.add_row(str(run.dir), run.state)
-        err.print(states)
         try:
-            with _stop_on_ctrl_c(), progress_bar(err, f"compare {spec.name}",
-                                                 sum(r.cfg.trainer.steps for r in runs)) as advance:
-                compare.run_sweep(runs, target, advance, cells=[(r.arm, r.seed) for r in planned])
+            with _stop_on_ctrl_c():
+                failed = _run_cells(spec, runs, planned, target, engine)
         except (Interrupted, RunFault) as exc:  # re-running the sweep resumes it, cell by cell
             exc.resume = " ".join(["tsr compare", str(sweep), *(["--out", str(out_dir)] if out_dir else []),
                                    *(f"--arm {arm}" for arm in arms), *(f"--seed {s}" for s in seeds)])
             raise
+        if failed:
+            err.print(f"{failed} of {len(runs)} runs failed; run the same command again to retry them "
+                      "(finished runs are kept)", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
     with UserError.wrap(FileNotFoundError):
         written = compare.write_outputs(spec, target)
     out.print((target / "table.md").read_text(), markup=False, highlight=False, soft_wrap=True)
@@ -311,6 +318,42 @@ def _stop_on_ctrl_c():
     finally:
         signal.signal(signal.SIGINT, previous)
         clear_stop()
+
+
+def _run_cells(spec, runs, planned, target: Path, engine) -> int:
+    """Train the sweep's runs with `engine`: a bar over runs, a line per finished run; returns failures."""
+    from tsr_cli import compare
+    from tsr_cli.progress import progress_bar
+
+    states = Table("run", "state", title=f"sweep {spec.name} -> {target}", caption=f"executor: {engine.name}")
+    for run in runs:
+        states.add_row(str(run.dir), run.state)
+    err.print(states)
+    results = []
+
+    def report(result) -> None:
+        results.append(result)
+        err.print(_cell_line(result), markup=False, highlight=False, soft_wrap=True)
+
+    with engine, progress_bar(err, f"compare {spec.name}", len(runs)) as advance:
+        compare.run_sweep(runs, target, advance, cells=[(r.arm, r.seed) for r in planned],
+                          executor=engine, on_result=report)
+    return sum(not result.ok for result in results)
+
+
+def _cell_line(result) -> str:
+    run = result.run
+    if not result.ok:
+        return f"failed  {run.arm} seed {run.seed}: {result.error}"
+    verb = "kept  " if run.state == "done" else "done  "
+    line = (f"{verb}  {run.arm} seed {run.seed}: held-out success "
+            f"{result.summary.get('final_val_success_rate', float('nan')):.3f}, "
+            f"{result.summary.get('wall_seconds', float('nan')):.1f} s")
+    if result.resumed_from is not None:
+        line += f" (resumed from step {result.resumed_from})"
+    if result.copied_from:
+        line += f" (trained on {result.copied_from}; results copied here, checkpoints stay there)"
+    return line
 
 
 def _checkpoint_defaults(policy: str) -> dict:

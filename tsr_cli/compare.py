@@ -13,6 +13,7 @@ and the seeds:
         set: {search.strategy: beam, search.candidates: 4}
     threshold: 0.8                            # optional, see `tsr_cli.tables`
     start: ../sft/frozenlake_tiny_start.yaml  # optional: a `tsr sft` or `tsr train` config
+    resources: {num_cpus: 1, num_gpus: 0}     # optional: per cell, for `--executor ray`
 
 A `start:` config is trained once, into OUT/start/, before any arm; every arm
 then starts from its last checkpoint (`policy.name`), unless the arm sets
@@ -25,9 +26,12 @@ before the first one trains, an interrupted sweep resumes where it stopped,
 and the table compares arms on the paper's three axes at once: held-out
 success (mean ± std over seeds), speed (steps to reach a fraction of the best
 arm's success) and compute (generated tokens, real and simulated env steps,
-wall time).
+wall time). The cells train one after another in this process or, with
+`--executor ray`, side by side as Ray tasks (tsr_cli.executors); the outputs
+are the same.
 
-    OUT/runs/<arm>-s<seed>/       one run directory each (tsr_cli.train.run)
+    OUT/runs/<arm>-s<seed>/       one run directory each (tsr_cli.train.run), tagged with
+                                  the sweep, arm and seed (trainer.tags, for the loggers)
     OUT/results.csv               one row per arm x seed
     OUT/table.md, OUT/table.csv   one row per arm
     OUT/curves.csv                every run's learning curve, long format
@@ -36,6 +40,8 @@ wall time).
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import math
 import re
@@ -55,14 +61,15 @@ from tsr_cli.tables import (  # noqa: F401  (re-exported: the sweep API)
     threshold_target,
     to_markdown,
 )
+from tsr_cli.executors import DEFAULT_RESOURCES, CellResult, LocalExecutor, check_resources
 from tsr_cli.train.config import ConfigError, TrainConfig, load_config, read_yaml_mapping
 from tsr_cli.train.checkpoint import latest_checkpoint
 from tsr_cli.train.run import Run, write_curves
 
-SWEEP_KEYS = ("base", "seeds", "arms", "overrides", "threshold", "start")
+SWEEP_KEYS = ("base", "seeds", "arms", "overrides", "threshold", "start", "resources")
 ARM_KEYS = ("name", "set", "seeds")
 #: set by the sweep for every run: an arm that set them would collapse the seed axis or the layout
-RESERVED = ("trainer.seed", "trainer.run_dir")
+RESERVED = ("trainer.seed", "trainer.run_dir", "trainer.tags")
 SUMMARY_KEYS = ("final_val_success_rate", "final_val_mean_return", "initial_val_success_rate", "steps",
                 "tokens_generated", "env_steps", "sim_env_steps", "wall_seconds",
                 "final_val_sampled_success_rate", "final_val_invalid_action_rate")
@@ -93,6 +100,8 @@ class Sweep:
     threshold: float = 0.8
     #: a `tsr sft` or `tsr train` config every arm starts from (trained first, once)
     start: Path | None = None
+    #: Ray resources per cell (executors.RESOURCE_KEYS); the local executor ignores them
+    resources: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_RESOURCES))
 
     @property
     def name(self) -> str:
@@ -102,9 +111,10 @@ class Sweep:
         return arm.seeds if arm.seeds is not None else self.seeds
 
     def config(self, arm: Arm, seed: int, run_dir: Path | None = None, start: Path | None = None) -> TrainConfig:
-        """Base file < sweep overrides < the start's checkpoint < arm overrides < seed and directory."""
+        """Base file < sweep overrides < the start's checkpoint < arm overrides < seed, tags and directory."""
         begin = {"policy.name": str(start)} if start is not None else {}
-        overrides = {**self.overrides, **begin, **arm.overrides, "trainer.seed": seed}
+        overrides = {**self.overrides, **begin, **arm.overrides, "trainer.seed": seed,
+                     "trainer.tags": {"sweep": self.name, "arm": arm.name, "seed": seed}}
         if run_dir is not None:
             overrides["trainer.run_dir"] = str(run_dir)
         try:
@@ -129,7 +139,8 @@ def load_sweep(path: str | Path) -> Sweep:
     start = _base(raw["start"], path, "start") if raw.get("start") is not None else None
     sweep = Sweep(path, _base(raw.get("base"), path), seeds, arms,
                   _overrides(raw.get("overrides"), f"{where}: overrides"),
-                  _threshold(raw.get("threshold", 0.8), where), start)
+                  _threshold(raw.get("threshold", 0.8), where), start,
+                  _resources(raw.get("resources"), where))
     for arm in sweep.arms:
         sweep.config(arm, sweep.arm_seeds(arm)[0])
     return sweep
@@ -193,6 +204,13 @@ def _threshold(value, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise SweepError(f"{where}: 'threshold' must be a fraction in (0, 1], got {value!r}")
     return float(value)
+
+
+def _resources(value, where: str) -> dict:
+    try:
+        return check_resources(value, where)
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
 
 
 def default_out(sweep: Sweep) -> Path:
@@ -271,19 +289,28 @@ def select(runs: list[PlannedRun], arms: list[str] = (), seeds: list[int] = ()) 
 def _state(cfg: TrainConfig) -> str:
     """A run dir made from another config is an error: reusing it would silently mix settings."""
     directory = cfg.resolved_run_dir()
-    if not (directory / "config.yaml").is_file():
-        return "new"
+    state = _on_disk(directory)
+    if state == "new":
+        return state
     key = _first_difference(_comparable(load_config(directory / "config.yaml")), _comparable(cfg))
     if key:
         raise SweepError(f"{directory} holds a run made with a different {key}; "
                          "delete it or choose another --out")
+    return state
+
+
+def _on_disk(directory: Path) -> str:
+    if not (directory / "config.yaml").is_file():
+        return "new"
     return "done" if (directory / "summary.json").is_file() else "resume"
 
 
 def _comparable(cfg: TrainConfig) -> dict:
-    """The config minus the run dir, which may be spelt differently (relative or absolute OUT)."""
+    """The config minus what does not change a run's numbers: its directory (spelt relative or
+    absolute), its tags (renaming the sweep file) and its loggers (adding wandb mid-sweep)."""
     flat = {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
-    flat.pop("trainer.run_dir")
+    for key in ("trainer.run_dir", "trainer.tags", "trainer.logger"):
+        flat.pop(key)
     return flat
 
 
@@ -292,34 +319,57 @@ def _first_difference(a: dict, b: dict) -> str | None:
 
 
 def train_run(run: PlannedRun, advance: Callable[[int], None]) -> dict:
-    """Finish one run and return its summary; `advance(n)` reports n more steps done."""
-    if run.state == "done":
+    """Finish one run and return its summary; `advance(n)` reports n more steps done.
+
+    What to do is read from the run dir now, not taken from the plan: a Ray
+    cell retried after its worker died finds the checkpoints of its first
+    attempt and resumes from the last one.
+    """
+    state = _on_disk(run.dir)
+    if state == "done":
         advance(run.cfg.trainer.steps)
-        return json.loads((run.dir / "summary.json").read_text())
+        return _summary(run)
 
     def on_step(record: dict) -> None:
         if record["step"] > 0:  # step 0 is the initial evaluation, not a training step
             advance(1)
 
-    job = Run.resume(run.dir, on_step) if run.state == "resume" else Run.create(run.cfg, on_step)
+    job = Run.resume(run.dir, on_step) if state == "resume" else Run.create(run.cfg, on_step)
     advance(job.trainer.step)
     return job.train()
 
 
-def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[int], None] = lambda n: None,
-              cells: list[tuple[str, int]] | None = None) -> pd.DataFrame:
-    """Train the runs one after another; results.csv is rewritten after each, so it holds what finished.
+def _summary(run: PlannedRun) -> dict:
+    return json.loads((run.dir / "summary.json").read_text())
 
+
+def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[float], None] = lambda n: None,
+              cells: list[tuple[str, int]] | None = None, executor=None,
+              on_result: Callable[[CellResult], None] = lambda result: None) -> list[CellResult]:
+    """Train the unfinished runs with `executor` (default: one after another, here); finished runs
+    are read, not sent to it. Returns each run's CellResult in the order they finished.
+
+    results.csv is rewritten as each run finishes, in sweep order, so it holds
+    what finished whatever the executor's order. `advance` counts runs.
     `cells` are the sweep's (arm, seed) pairs in sweep order (default: the
     runs'). Rows of those cells already in OUT/results.csv and not among
-    `runs` are kept, so re-running one selected cell does not drop the others.
+    `runs` are kept, so re-running one selected cell does not drop the others;
+    a run that fails leaves no row, so the next sweep runs it again.
     """
+    executor = executor or LocalExecutor()
     cells = cells or [(run.arm, run.seed) for run in runs]
     rows = _kept_rows(out, cells, runs)
-    for run in runs:
-        rows[(run.arm, run.seed)] = result_row(run, train_run(run, advance))
-        write_results(_in_order(rows, cells), out)
-    return _in_order(rows, cells)
+    finished = [CellResult(run, summary=_summary(run)) for run in runs if run.state == "done"]
+    advance(len(finished))
+    unfinished = executor.run([run for run in runs if run.state != "done"], train_run, advance)
+    results = []
+    for result in itertools.chain(finished, unfinished):
+        if result.ok:
+            rows[(result.run.arm, result.run.seed)] = result_row(result.run, result.summary)
+            write_results(_in_order(rows, cells), out)
+        on_result(result)
+        results.append(result)
+    return results
 
 
 def _kept_rows(out: Path, cells: list[tuple[str, int]], runs: list[PlannedRun]) -> dict:

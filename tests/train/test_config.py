@@ -31,6 +31,8 @@ def test_yaml_and_overrides(tmp_path):
     ({"trainer": {"group_size": 1}}, "group_size >= 2"),
     ({"algo": {"minibatch_size": 6, "grad_accum": 4}}, "multiple of"),
     ({"algo": {"filter_keep": 0}}, "filter_keep"),
+    ({"trainer": {"logger": ["jsonl", "mlflow"]}}, "unknown trainer.logger 'mlflow'; choose from jsonl, tensorboard"),
+    ({"trainer": {"logger": "wandb"}}, "trainer.logger must be list"),
 ])
 def test_bad_configs_say_what_is_wrong(raw, message):
     with pytest.raises(ConfigError, match=message):

@@ -29,6 +29,7 @@ from tsr_cli.errors import Interrupted, RunFault, StoppedRun, UserError, first_l
 from tsr_cli.evaluate import EVAL_SEED_OFFSET
 from tsr_cli.train.checkpoint import clean_checkpoints, latest_checkpoint, load_into, save_checkpoint
 from tsr_cli.train.config import TrainConfig, dump_config, load_config
+from tsr_cli.train.loggers import Loggers, require as require_loggers
 from tsr_cli.train.trainer import Trainer
 
 #: test hook: SIGKILL the process right after the checkpoint of this step is written
@@ -122,7 +123,6 @@ class Run:
         self.dir = Path(run_dir)
         #: called with each logged record (step 0 is the initial evaluation); settable
         self.on_step = on_step or (lambda record: None)
-        self._writer = None
         #: the step of the newest checkpoint on disk (None before the first)
         self._saved_step: int | None = None
         # What fails while a run is built comes from its config, env args or
@@ -132,9 +132,11 @@ class Run:
         with UserError.wrap(ValueError, OSError, ImportError):
             self.trainer = Trainer(cfg, on_step=self._log)
             self.trainer.protocol()  # the turn budget, else checked only at the first rollout
+        self.loggers = Loggers(cfg, self.dir)
 
     @classmethod
     def create(cls, cfg: TrainConfig, on_step=None, overwrite: bool = False) -> "Run":
+        require_loggers(cfg)  # before the run dir exists: a missing extra leaves nothing behind
         run_dir = cfg.resolved_run_dir()
         existing = (run_dir / "config.yaml").exists()
         if existing and not overwrite:
@@ -186,6 +188,8 @@ class Run:
                 raise
             raise RunFault(f"no space left on the device holding {self.dir} while writing "
                            f"{exc.filename or 'the run directory'}; {self._last_saved()}", self.dir) from None
+        finally:
+            self.loggers.close()
         return summary
 
     def _interrupted(self) -> Interrupted:
@@ -200,25 +204,8 @@ class Run:
             else "no checkpoint was saved yet"
 
     def _log(self, record: dict) -> None:
-        with open(self.dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        self._tensorboard(record)
+        self.loggers.log(record)
         self.on_step(record)
-
-    def _tensorboard(self, record: dict) -> None:
-        """Mirror the record to TensorBoard when it is installed (metrics.jsonl always)."""
-        if self._writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                self._writer = False
-                return
-            self._writer = SummaryWriter(str(self.dir / "tensorboard"))
-        if self._writer:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self._writer.add_scalar(key, value, record["step"])
-            self._writer.flush()
 
     def _save(self, step: int) -> None:
         # The records up to this step must be on disk before the checkpoint
