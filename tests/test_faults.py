@@ -326,7 +326,7 @@ def test_resume_names_metrics_damaged_before_the_last_line(copy, capsys):
     lines[1] = lines[1][:20]
     (copy / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     line = one_error(capsys, ["train", "--resume", str(copy)])
-    assert f"{copy}/metrics.jsonl line 2 is not JSON and is not the last line" in line
+    assert f"{copy}/metrics.jsonl line 2 is not a JSON record and is not the last line" in line
     (copy / "metrics.jsonl").write_text("\n".join(lines[:1]) + "\n")  # the user deletes the damage
     assert resume(capsys, copy) == []
 

@@ -74,15 +74,24 @@ def read_metrics(run_dir: Path, on_torn=None) -> list[dict]:
              if line.strip()]
     records = []
     for index, (number, line) in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            if index < len(lines) - 1:
-                raise MetricsError(f"{path} line {number} is not JSON and is not the last line; "
-                                   "fix or delete that line") from None
-            if on_torn:
-                on_torn(f"dropped the torn last line ({number}) of {path}")
+        record = _record(line)
+        if record is not None:
+            records.append(record)
+        elif index < len(lines) - 1:
+            raise MetricsError(f"{path} line {number} is not a JSON record and is not the last line; "
+                               "fix or delete that line")
+        elif on_torn:
+            on_torn(f"dropped the torn last line ({number}) of {path}")
     return records
+
+
+def _record(line: str) -> dict | None:
+    """One metrics record, or None if the line is not one (torn or edited)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("step"), int) else None
 
 
 def write_curves(run_dir: Path) -> pd.DataFrame:
