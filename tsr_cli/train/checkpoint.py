@@ -103,6 +103,7 @@ def load_into(trainer, path: Path) -> None:
     trainer.totals = state["totals"]
     trainer.initial_eval = state["initial_eval"]
     trainer.last_eval = state["last_eval"]
+    trainer.sync_sampler()  # a vLLM engine started on the weights from before the load
 
 
 def _load_weights(model, path: Path) -> None:

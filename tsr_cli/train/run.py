@@ -71,7 +71,12 @@ class Run:
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, run_dir / "config.yaml")
-        return cls(cfg, run_dir, on_step)
+        try:
+            return cls(cfg, run_dir, on_step)
+        except BaseException:
+            # nothing ran (e.g. vLLM missing): leave no half-made run that asks for --resume
+            (run_dir / "config.yaml").unlink(missing_ok=True)
+            raise
 
     @classmethod
     def resume(cls, run_dir: Path, on_step=None) -> "Run":

@@ -33,7 +33,7 @@ from tsr_cli.search import SearchConfig
 from tsr_cli.search.filtering import filter_groups
 from tsr_cli.train.batch import TokenBatch, build_batch
 from tsr_cli.train.config import TrainConfig
-from tsr_cli.train.model import TrainableModel, build_policy
+from tsr_cli.train.model import TrainableModel, build_policy, build_sampler
 
 #: weight of the value loss next to the policy loss (PPO)
 VALUE_COEF = 0.5
@@ -50,6 +50,8 @@ class Trainer:
         self.policy = build_policy(cfg.policy, cfg.env.name, cfg.trainer.seed, cfg.trainer.device)
         critic = cfg.algo.critic if cfg.algo.name == "ppo" else None
         self.model = TrainableModel(self.policy, cfg.policy, critic, keep_reference=cfg.algo.kl_coef > 0)
+        # rollouts and evaluations generate with the sampler: the policy itself, or a vLLM engine
+        self.sampler = build_sampler(cfg.policy, self.policy)
         self.optimizer = self._make_optimizer()
         self.shuffle = torch.Generator().manual_seed(cfg.trainer.seed)
         self.step = 0
@@ -118,6 +120,7 @@ class Trainer:
             self.add_advantages(batch)
         with _timed(record, "update"):
             record.update(self.update(batch))
+            record.update(self.sync_sampler())
         trajs = result.trajectories
         record.update({
             "train_success": fmean(float(tr.success) for tr in trajs),
@@ -137,7 +140,7 @@ class Trainer:
         params = SamplingParams(cfg.policy.temperature, cfg.policy.top_p, cfg.policy.max_new_tokens,
                                 self.protocol().stop)
         per_batch = max(1, cfg.trainer.rollout_batch // cfg.trainer.group_size)
-        return rollout(self.policy, self._make_env, self.train_seeds(self.step), search, params,
+        return rollout(self.sampler, self._make_env, self.train_seeds(self.step), search, params,
                        self.protocol(), env_name=cfg.env.name, group_size=cfg.trainer.group_size,
                        batch_groups=per_batch)
 
@@ -148,12 +151,18 @@ class Trainer:
         params = SamplingParams(cfg.policy.eval_temperature, cfg.policy.top_p, cfg.policy.max_new_tokens,
                                 self.protocol().stop)
         state = self.policy.generator.get_state()
-        summary = evaluate(self.policy, self._make_env, eval_seeds(cfg.trainer.eval_episodes), search,
+        summary = evaluate(self.sampler, self._make_env, eval_seeds(cfg.trainer.eval_episodes), search,
                            params, self.protocol(), env_name=cfg.env.name,
                            batch_groups=cfg.trainer.rollout_batch)
         self.policy.generator.set_state(state)  # evaluation never shifts the training stream
         self.on_eval(self.step, summary)
         return summary
+
+    def sync_sampler(self) -> dict:
+        """Push the trained weights into a sampler that keeps its own copy (vLLM): {sync_seconds}."""
+        if self.sampler is self.policy:
+            return {}
+        return {"sync_seconds": round(self.sampler.sync_from(self.model.model), 4)}
 
     # ------------------------------------------------------------ the maths
     def _chunks(self, n: int, size: int):
