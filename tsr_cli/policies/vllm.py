@@ -28,11 +28,11 @@ hardware.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -48,10 +48,20 @@ INSTALL_HINT = ("install vLLM: pip install '.[vllm]' on a GPU machine; on a CPU 
 #: gpu_memory_utilization, which on the CPU backend counts the whole process's
 #: memory (the trainer's model and optimiser too) against the budget.
 KV_CACHE_GIB = float(os.environ.get("TSR_VLLM_KV_CACHE_GIB", "2"))
+#: tokens per KV block on CPU (vLLM's CPU default is 128): the prefix cache reuses
+#: whole blocks only, and each turn's prompt extends the last by a few dozen tokens
+CPU_BLOCK_SIZE = 32
 #: longest prompt + response the engine accepts (capped by the model's own limit)
 MAX_MODEL_LEN = int(os.environ.get("TSR_VLLM_MAX_MODEL_LEN", "8192"))
 
+#: torch threads while the engine generates. vLLM serves with one (idle OMP
+#: threads spin between its many small ops); on this project's 2 shared cores
+#: 16x4 SmolLM2 samples of 16 tokens took 4.8-9 s with one thread, 61-88 s with two.
+SERVING_THREADS = 1
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+#: torch's own setter: vLLM's CPU worker replaces `torch.set_num_threads` with a
+#: no-op (it pins threads in its multi-process mode, which we do not use)
+_set_num_threads = torch.set_num_threads
 
 
 class VLLMUnavailable(ImportError):
@@ -61,14 +71,12 @@ class VLLMUnavailable(ImportError):
 def import_vllm():
     """The `vllm` module, configured for in-process use; VLLMUnavailable with install advice otherwise."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # tsr keeps stderr for its own progress and errors; VLLM_LOGGING_LEVEL=INFO shows vLLM's
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     try:
         import vllm
     except Exception as exc:  # a broken install fails in many ways (missing .so, bad torch)
         raise VLLMUnavailable(f"backend vllm needs vLLM ({_first_line(exc)}); {INSTALL_HINT}") from None
-    # A LoRA sync reloads only the merged target layers; vLLM warns once per
-    # layer it was not sent (they keep their weights, which is what we want).
-    logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
     return vllm
 
 
@@ -143,7 +151,8 @@ class VLLMPolicy:
             self.generator.manual_seed(params.seed)
         seeds = torch.randint(0, 2**31 - n, (len(prompts),), generator=self.generator).tolist()
         requests = [{"prompt_token_ids": list(p)} for p in prompts]
-        outputs = self.llm.generate(requests, [self._sampling(params, n, s) for s in seeds], use_tqdm=False)
+        with _serving_threads():
+            outputs = self.llm.generate(requests, [self._sampling(params, n, s) for s in seeds], use_tqdm=False)
         out = [[self._completion(c) for c in o.outputs] for o in outputs]
         self._count(outputs, prompts, n)
         self.stats.add(out)
@@ -207,13 +216,42 @@ def _start_engine(vllm, model_dir: str, dtype: str, dummy_weights: bool):
     try:
         config = AutoConfig.from_pretrained(model_dir)
         limit = getattr(config.get_text_config(), "max_position_embeddings", None) or MAX_MODEL_LEN
-        return vllm.LLM(
-            model=model_dir, dtype=dtype, enforce_eager=current_platform.is_cpu(),
-            max_model_len=min(limit, MAX_MODEL_LEN), kv_cache_memory_bytes=int(KV_CACHE_GIB * 2**30),
-            enable_prefix_caching=True, logprobs_mode="processed_logprobs",
-            load_format="dummy" if dummy_weights else "auto", seed=0)
+        cpu = current_platform.is_cpu()
+        with _serving_threads(), _global_rng_kept():
+            return vllm.LLM(
+                model=model_dir, dtype=dtype, enforce_eager=cpu, block_size=CPU_BLOCK_SIZE if cpu else None,
+                max_model_len=min(limit, MAX_MODEL_LEN), kv_cache_memory_bytes=int(KV_CACHE_GIB * 2**30),
+                enable_prefix_caching=True, logprobs_mode="processed_logprobs",
+                load_format="dummy" if dummy_weights else "auto", seed=0)
     except Exception as exc:  # vLLM rejects unsupported models with many exception types
         raise VLLMUnavailable(f"vLLM cannot serve {model_dir}: {_first_line(exc)}") from None
+    finally:
+        torch.set_num_threads = _set_num_threads  # the trainer in this process still sets its own
+
+
+@contextmanager
+def _global_rng_kept():
+    """vLLM seeds Python's, numpy's and torch's global RNGs at start-up; undo that for the caller."""
+    import random
+
+    import numpy as np
+
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        yield
+    random.setstate(py)
+    np.random.set_state(npy)
+
+
+@contextmanager
+def _serving_threads():
+    """Run the engine with SERVING_THREADS torch threads, then restore the caller's count."""
+    before = torch.get_num_threads()
+    _set_num_threads(SERVING_THREADS)
+    try:
+        yield
+    finally:
+        _set_num_threads(before)
 
 
 def _base_model(model):
