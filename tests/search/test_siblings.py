@@ -131,7 +131,7 @@ def test_learn_from_chosen_leaves_trajectories_and_batch_as_they_were(strategy):
     assert all(t.siblings == [] for t in chosen) and any(t.siblings for t in siblings)
     batch = build_batch(chosen, pad_id=0)
     assert sibling_rows(chosen, 1.0) == [] and append_rows(batch, [], pad_id=0) is batch
-    assert set(batch.tokens) == {"mask", "rewards"}
+    assert set(batch.tokens) == {"mask", "rewards", "sampler_logprobs"}  # no sibling fields
 
 
 def test_config_rejects_bad_learn_from_and_weight():
