@@ -222,7 +222,8 @@ def _start_engine(vllm, model_dir: str, dtype: str, dummy_weights: bool):
                 enable_prefix_caching=True, logprobs_mode="processed_logprobs",
                 load_format="dummy" if dummy_weights else "auto", seed=0)
     except Exception as exc:  # vLLM rejects unsupported models with many exception types
-        raise VLLMUnavailable(f"vLLM cannot serve {model_dir}: {_first_line(exc)}") from None
+        raise VLLMUnavailable(f"vLLM cannot serve {model_dir}: {_first_line(exc)} (backend hf can; "
+                              "VLLM_LOGGING_LEVEL=INFO shows vLLM's log)") from None
     finally:
         torch.set_num_threads = _set_num_threads  # the trainer in this process still sets its own
 
