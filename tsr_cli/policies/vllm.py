@@ -216,11 +216,18 @@ def _start_engine(vllm, model_dir: str, dtype: str, dummy_weights: bool):
         limit = getattr(config.get_text_config(), "max_position_embeddings", None) or MAX_MODEL_LEN
         cpu = current_platform.is_cpu()
         with _serving_threads(), _global_rng_kept(), _llvmlite_lib_hidden():
-            return vllm.LLM(
+            llm = vllm.LLM(
                 model=model_dir, dtype=dtype, enforce_eager=cpu, block_size=CPU_BLOCK_SIZE if cpu else None,
                 max_model_len=min(limit, MAX_MODEL_LEN), kv_cache_memory_bytes=int(KV_CACHE_GIB * 2**30),
                 enable_prefix_caching=True, logprobs_mode="processed_logprobs",
                 load_format="dummy" if dummy_weights else "auto", seed=0)
+            # Some unsupported shapes (e.g. 16-wide heads on CPU) fail only when the
+            # kernels first run; one token now makes that a load error, and warms up
+            # the compiled log-prob gather that the first real call would otherwise pay.
+            llm.generate([{"prompt_token_ids": [0]}], vllm.SamplingParams(max_tokens=1, logprobs=0),
+                         use_tqdm=False)
+            llm.reset_prefix_cache()
+            return llm
     except Exception as exc:  # vLLM rejects unsupported models with many exception types
         raise VLLMUnavailable(f"vLLM cannot serve {model_dir}: {_first_line(exc)} (backend hf can; "
                               "VLLM_LOGGING_LEVEL=INFO shows vLLM's log)") from None
