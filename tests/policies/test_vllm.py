@@ -8,6 +8,8 @@ module (starting one takes 10-30 s on 2 CPU cores).
 import pytest
 import torch
 
+import envs  # noqa: F401  (engines must also start with everything `import envs` loads: numba)
+
 from tsr_cli.agent.trajectory import Trajectory, Turn
 from tsr_cli.policies import load_policy
 from tsr_cli.policies.base import SamplingParams

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -99,7 +101,8 @@ class VLLMPolicy:
         self.name = name
         self.generator = generator
         self.stats = GenerationStats(extra={"prompt_tokens": 0, "cached_tokens": 0})
-        self._workdir = workdir  # a temporary model directory this policy owns
+        # a temporary model directory this policy owns goes when it does
+        self._cleanup = weakref.finalize(self, shutil.rmtree, workdir, True) if workdir else None
         self._vllm = vllm
         self.dtype = _DTYPES[dtype]
         self.llm = _start_engine(vllm, model_dir, dtype, dummy_weights)
@@ -154,7 +157,7 @@ class VLLMPolicy:
         with _serving_threads():
             outputs = self.llm.generate(requests, [self._sampling(params, n, s) for s in seeds], use_tqdm=False)
         out = [[self._completion(c) for c in o.outputs] for o in outputs]
-        self._count(outputs, prompts, n)
+        self._count(outputs, prompts)
         self.stats.add(out)
         return out
 
@@ -169,7 +172,7 @@ class VLLMPolicy:
         logprobs = [step[token].logprob for step, token in zip(c.logprobs, ids)]
         return Completion(ids, logprobs, self.codec.decode(ids), "length" if c.finish_reason == "length" else "stop")
 
-    def _count(self, outputs, prompts, n: int) -> None:
+    def _count(self, outputs, prompts) -> None:
         """Prompt tokens asked for and those served from the prefix cache (vLLM's own count)."""
         extra = self.stats.extra
         for out, prompt in zip(outputs, prompts):
@@ -200,13 +203,8 @@ class VLLMPolicy:
     def close(self) -> None:
         """Free the engine and any temporary model directory."""
         self.llm = None
-        if self._workdir:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-
-    def __del__(self) -> None:
-        if getattr(self, "_workdir", None):
-            shutil.rmtree(self._workdir, ignore_errors=True)
+        if self._cleanup is not None:
+            self._cleanup()
 
 
 def _start_engine(vllm, model_dir: str, dtype: str, dummy_weights: bool):
@@ -217,16 +215,43 @@ def _start_engine(vllm, model_dir: str, dtype: str, dummy_weights: bool):
         config = AutoConfig.from_pretrained(model_dir)
         limit = getattr(config.get_text_config(), "max_position_embeddings", None) or MAX_MODEL_LEN
         cpu = current_platform.is_cpu()
-        with _serving_threads(), _global_rng_kept():
-            return vllm.LLM(
+        with _serving_threads(), _global_rng_kept(), _llvmlite_lib_hidden():
+            llm = vllm.LLM(
                 model=model_dir, dtype=dtype, enforce_eager=cpu, block_size=CPU_BLOCK_SIZE if cpu else None,
                 max_model_len=min(limit, MAX_MODEL_LEN), kv_cache_memory_bytes=int(KV_CACHE_GIB * 2**30),
                 enable_prefix_caching=True, logprobs_mode="processed_logprobs",
                 load_format="dummy" if dummy_weights else "auto", seed=0)
+            # Some unsupported shapes (e.g. 16-wide heads on CPU) fail only when the
+            # kernels first run; one token now makes that a load error, and warms up
+            # the compiled log-prob gather that the first real call would otherwise pay.
+            llm.generate([{"prompt_token_ids": [0]}], vllm.SamplingParams(max_tokens=1, logprobs=0),
+                         use_tqdm=False)
+            llm.reset_prefix_cache()
+            return llm
     except Exception as exc:  # vLLM rejects unsupported models with many exception types
-        raise VLLMUnavailable(f"vLLM cannot serve {model_dir}: {_first_line(exc)}") from None
+        raise VLLMUnavailable(f"vLLM cannot serve {model_dir}: {_first_line(exc)} (backend hf can; "
+                              "VLLM_LOGGING_LEVEL=INFO shows vLLM's log)") from None
     finally:
         torch.set_num_threads = _set_num_threads  # the trainer in this process still sets its own
+
+
+@contextmanager
+def _llvmlite_lib_hidden():
+    """Hide `llvmlite.binding.ffi.lib` while an engine starts (vLLM 0.32 on CPU).
+
+    At start-up vLLM's CPU platform scans every loaded module's globals and
+    calls `vars(x).get` on each object with a `__dict__`. llvmlite's `lib`
+    (loaded with numba, which WebShop's bm25s imports, so by `import envs`)
+    answers any attribute, `__dict__` included, with a C-function wrapper, and
+    the scan fails with "'_lib_fn_wrapper' object has no attribute 'get'".
+    """
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    lib = ffi.__dict__.pop("lib", None) if ffi is not None else None
+    try:
+        yield
+    finally:
+        if lib is not None:
+            ffi.lib = lib
 
 
 @contextmanager
@@ -295,24 +320,26 @@ def _merged(module) -> torch.Tensor:
 
 
 def load_vllm_policy(spec: str, *, seed: int = 0, env_names: Sequence[str] | None = None,
-                     device: str = "cpu", dtype: str = "float32", **kw) -> VLLMPolicy:
+                     **kw) -> VLLMPolicy:
     """`load_policy(spec, backend="vllm")`: any policy with HF weights, served by vLLM.
 
     A plain model directory (and the embedded SmolLM2, which is one) is served
-    from disk; anything else (a tsr checkpoint, `tiny`) is built as an HF
-    policy first and its weights, LoRA merged, handed over.
+    from disk, in `kw["dtype"]` (float32 by default, as the HF backend); anything
+    else (a tsr checkpoint, `tiny`, a hub id) is built as an HF policy from `kw`
+    first, and its weights, LoRA merged, are handed over in its dtype.
     """
     from tsr_cli.policies import BACKENDS, CHECKPOINT_MARKER, load_policy
 
     import_vllm()  # fail fast, before loading anything, when vLLM is missing
     path = Path(spec).expanduser()
+    dtype = kw.get("dtype", "float32")
     if spec == "smollm2-135m":
         from tsr_cli.policies.smollm2 import ensure_cached
 
         return VLLMPolicy.from_directory(str(ensure_cached()), seed=seed, dtype=dtype, name=spec)
     if path.is_dir() and not (path / CHECKPOINT_MARKER).is_file():
         return VLLMPolicy.from_directory(str(path), seed=seed, dtype=dtype)
-    policy = load_policy(spec, seed=seed, env_names=env_names, device=device, dtype=dtype, **kw)
+    policy = load_policy(spec, seed=seed, env_names=env_names, **kw)
     if not hasattr(policy, "model"):
         raise ValueError(f"policy {spec!r} has no model weights for vLLM to serve; the vllm backend "
                          f"takes a Hugging Face model: {', '.join(n for n in BACKENDS if n != 'random')}, "

@@ -37,8 +37,8 @@ def build_policy(section: PolicySection, env_name: str, seed: int, device: str =
 def build_sampler(section: PolicySection, policy):
     """What generates rollouts and evaluations: `policy` itself (hf), or a vLLM engine on its weights.
 
-    A vLLM sampler keeps its own bfloat16 copy of the weights; the trainer
-    calls its `sync_from(model) -> seconds` after every update.
+    A vLLM sampler keeps its own copy of the weights, in the policy's dtype;
+    the trainer calls its `sync_from(model) -> seconds` after every update.
     """
     if section.backend == "hf":
         return policy
