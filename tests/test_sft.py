@@ -124,16 +124,27 @@ class ScriptedPolicy:
 
 
 def test_learning_lowers_the_loss_and_is_reproducible(tmp_path):
-    def losses(name):
+    def records(name):
         cfg = sokoban_cfg(tmp_path / name, demos=8, epochs=8, batch_size=4, lr=0.01)
         run = SFTRun.create(cfg)
         seen = []
-        run.trainer.fit(run.batch, lambda record: seen.append(record["loss"]))
+        run.trainer.fit(run.batch, seen.append)
         return seen
 
-    first = losses("a")
-    assert first[-1] < 0.5 * first[0]
-    assert first == losses("b")
+    first = records("a")
+    assert first[-1]["loss"] < 0.5 * first[0]["loss"]
+    assert [r["loss"] for r in first] == [r["loss"] for r in records("b")]
+    lrs = [r["lr"] for r in first]  # (warm-up is one step here) the peak, then cosine decay to a tenth
+    assert lrs[0] == max(lrs) == pytest.approx(0.01) and lrs[-1] == pytest.approx(0.001, rel=0.2)
+    assert lrs == sorted(lrs, reverse=True)
+
+
+def test_each_epoch_uses_every_demonstration_once(tmp_path):
+    run = SFTRun.create(sokoban_cfg(tmp_path, demos=21, batch_size=4))
+    lengths = run.batch.attention_mask.sum(1)
+    batches = run.trainer._minibatches(lengths)
+    assert sorted(torch.cat(batches).tolist()) == list(range(21))
+    assert max(len(b) for b in batches) == 4
 
 
 def test_eval_expert_from_the_cli(capsys):

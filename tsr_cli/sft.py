@@ -61,6 +61,10 @@ from tsr_cli.train.model import TrainableModel, build_policy
 DEMO_STREAM = 5_117
 #: the expert writes whole answers; the learner's budget cuts them afterwards
 EXPERT_ANSWER_LIMIT = 4096
+#: learning-rate schedule: warm-up fraction of the steps, and the floor of the cosine decay
+WARMUP, MIN_LR_RATIO = 0.05, 0.1
+#: minibatches are grouped by length within pools of this many (see SFTTrainer._minibatches)
+BUCKET_POOL = 8
 
 
 @dataclass
@@ -69,6 +73,7 @@ class SFTSection:
     demos: int = 64
     #: passes over the demonstrations
     epochs: int = 5
+    #: peak learning rate (linear warm-up over 5% of the steps, cosine decay to a tenth)
     lr: float = 1e-3
     #: demonstrations per optimiser step
     batch_size: int = 8
@@ -243,15 +248,41 @@ class SFTTrainer:
     def fit(self, batch: TokenBatch, on_step=None) -> None:
         """`epochs` shuffled passes of AdamW steps on the token-mean cross-entropy."""
         on_step = on_step or (lambda record: None)
+        lengths = batch.attention_mask.sum(1)
+        total = self.sft.epochs * self.steps_per_epoch(len(batch))
         for epoch in range(1, self.sft.epochs + 1):
-            order = torch.randperm(len(batch), generator=self.shuffle)
-            for rows in order.split(self.sft.batch_size):
+            for rows in self._minibatches(lengths):
                 start = time.perf_counter()
-                record = {"step": self.step + 1, "epoch": epoch, **self._update(batch, rows)}
+                self._set_lr(self.step, total)
+                record = {"step": self.step + 1, "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                          **self._update(batch, rows)}
                 self.step += 1
                 self.totals["wall_seconds"] += time.perf_counter() - start
                 record["wall_seconds"] = round(self.totals["wall_seconds"], 3)
                 on_step(record)
+
+    def _minibatches(self, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """One epoch's minibatches: shuffled, then grouped by length within pools of
+        BUCKET_POOL batches, in shuffled order. A minibatch is padded to its longest
+        conversation, and episode lengths vary ~3x, so this skips most of the padding."""
+        size = self.sft.batch_size
+        order = torch.randperm(len(lengths), generator=self.shuffle)
+        batches = []
+        for pool in order.split(size * BUCKET_POOL):
+            pool = pool[torch.argsort(lengths[pool], stable=True)]
+            batches += list(pool.split(size))
+        return [batches[i] for i in torch.randperm(len(batches), generator=self.shuffle)]
+
+    def _set_lr(self, step: int, total: int) -> None:
+        """Linear warm-up over WARMUP of the steps, then cosine decay to MIN_LR_RATIO of sft.lr."""
+        warm = max(1, round(WARMUP * total))
+        if step < warm:
+            scale = (step + 1) / warm
+        else:
+            progress = (step - warm) / max(1, total - warm)
+            scale = MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.sft.lr * scale
 
     def _update(self, batch: TokenBatch, rows: torch.Tensor) -> dict:
         self.optimizer.zero_grad(set_to_none=True)
