@@ -87,7 +87,8 @@ def test_demonstrations_are_what_rl_would_sample(tmp_path):
     cfg = sokoban_cfg(tmp_path, demos=3)
     run = SFTRun.create(cfg)
     codec, budget = run.trainer.policy.codec, cfg.train.policy.max_new_tokens
-    answers = {d.seed: [codec.encode(t.completion.text)[:budget] for t in d.turns] for d in run.demos}
+    answers = {d.seed: [t.completion.token_ids for t in d.turns] for d in run.learner_demos}
+    assert all(len(ids) <= budget for turns in answers.values() for ids in turns)
     replay = ScriptedPolicy(codec, answers, run.trainer.protocol)
     result = rollout(replay, run.trainer.make_env, [d.seed for d in run.demos], cfg.train.search,
                      SamplingParams(max_new_tokens=budget), run.trainer.protocol, env_name="sokoban")
@@ -170,3 +171,16 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path, monke
     code = main(["sft", *args, "--run-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("tsr: error:") and message in err and "\n" not in err
+
+
+def test_webshop_demonstrations_follow_the_learners_spelling(tmp_path):
+    """The tiny tokenizer re-spells queries (`7 . 5`, dropped unknown words); the expert then
+    acts on the shop those spellings lead to, and both episodes stay in step."""
+    cfg = load_sft_config(ROOT / "experiments/sft/webshop_tiny.yaml", {
+        "sft.demos": 3, "policy.tiny_hidden": 32, "policy.tiny_layers": 1,
+        "trainer.run_dir": str(tmp_path / "run")})
+    run = SFTRun.create(cfg)
+    for teacher, learner in zip(run.teacher_demos, run.demos):
+        assert teacher.actions() == learner.actions() and teacher.success == learner.success
+        assert learner.actions()[0].startswith("search [")
+    assert any(d.success for d in run.demos)
