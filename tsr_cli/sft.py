@@ -82,6 +82,9 @@ class SFTSection:
     noise: float = 0.0
     #: learn only from demonstrations that succeeded
     successes_only: bool = False
+    #: evaluate the policy before training too (a from-scratch model scores 0, and its
+    #: answers run to max_new_tokens, which is slow on WebShop's long pages)
+    eval_before: bool = True
 
     def __post_init__(self) -> None:
         for name in ("demos", "epochs", "batch_size", "grad_accum"):
@@ -346,7 +349,7 @@ class SFTRun:
     def train(self, on_step=None) -> dict:
         """Evaluate, fit, checkpoint, evaluate again (greedy, sampled, and the expert); summarise."""
         trainer = self.trainer
-        trainer.initial_eval = trainer.evaluate()
+        trainer.initial_eval = trainer.evaluate() if self.cfg.sft.eval_before else None
         (self.dir / "metrics.jsonl").write_text("")
 
         def log(record: dict) -> None:
@@ -373,7 +376,7 @@ class SFTRun:
             "demo_success_rate": fmean(float(d.success) for d in self.demos),
             "demos_learned": len(self.learner_demos),
             "demo_model_tokens": int(self.batch.mask.sum()),
-            "initial_val_success_rate": t.initial_eval["success_rate"],
+            "initial_val_success_rate": (t.initial_eval or {}).get("success_rate"),
             "final_val_success_rate": t.last_eval["success_rate"],
             "final_val_invalid_action_rate": t.last_eval["invalid_action_rate"],
             "final_val_sampled_success_rate": sampled["success_rate"],
