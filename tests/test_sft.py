@@ -87,7 +87,8 @@ def test_demonstrations_are_what_rl_would_sample(tmp_path):
     cfg = sokoban_cfg(tmp_path, demos=3)
     run = SFTRun.create(cfg)
     codec, budget = run.trainer.policy.codec, cfg.train.policy.max_new_tokens
-    answers = {d.seed: [codec.encode(t.completion.text)[:budget] for t in d.turns] for d in run.demos}
+    answers = {d.seed: [t.completion.token_ids for t in d.turns] for d in run.learner_demos}
+    assert all(len(ids) <= budget for turns in answers.values() for ids in turns)
     replay = ScriptedPolicy(codec, answers, run.trainer.protocol)
     result = rollout(replay, run.trainer.make_env, [d.seed for d in run.demos], cfg.train.search,
                      SamplingParams(max_new_tokens=budget), run.trainer.protocol, env_name="sokoban")
@@ -124,16 +125,27 @@ class ScriptedPolicy:
 
 
 def test_learning_lowers_the_loss_and_is_reproducible(tmp_path):
-    def losses(name):
+    def records(name):
         cfg = sokoban_cfg(tmp_path / name, demos=8, epochs=8, batch_size=4, lr=0.01)
         run = SFTRun.create(cfg)
         seen = []
-        run.trainer.fit(run.batch, lambda record: seen.append(record["loss"]))
+        run.trainer.fit(run.batch, seen.append)
         return seen
 
-    first = losses("a")
-    assert first[-1] < 0.5 * first[0]
-    assert first == losses("b")
+    first = records("a")
+    assert first[-1]["loss"] < 0.5 * first[0]["loss"]
+    assert [r["loss"] for r in first] == [r["loss"] for r in records("b")]
+    lrs = [r["lr"] for r in first]  # (warm-up is one step here) the peak, then cosine decay to a tenth
+    assert lrs[0] == max(lrs) == pytest.approx(0.01) and lrs[-1] == pytest.approx(0.001, rel=0.2)
+    assert lrs == sorted(lrs, reverse=True)
+
+
+def test_each_epoch_uses_every_demonstration_once(tmp_path):
+    run = SFTRun.create(sokoban_cfg(tmp_path, demos=21, batch_size=4))
+    lengths = run.batch.attention_mask.sum(1)
+    batches = run.trainer._minibatches(lengths)
+    assert sorted(torch.cat(batches).tolist()) == list(range(21))
+    assert max(len(b) for b in batches) == 4
 
 
 def test_eval_expert_from_the_cli(capsys):
@@ -159,3 +171,16 @@ def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path, monke
     code = main(["sft", *args, "--run-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("tsr: error:") and message in err and "\n" not in err
+
+
+def test_webshop_demonstrations_follow_the_learners_spelling(tmp_path):
+    """The tiny tokenizer re-spells queries (`7 . 5`, dropped unknown words); the expert then
+    acts on the shop those spellings lead to, and both episodes stay in step."""
+    cfg = load_sft_config(ROOT / "experiments/sft/webshop_tiny.yaml", {
+        "sft.demos": 3, "policy.tiny_hidden": 32, "policy.tiny_layers": 1,
+        "trainer.run_dir": str(tmp_path / "run")})
+    run = SFTRun.create(cfg)
+    for teacher, learner in zip(run.teacher_demos, run.demos):
+        assert teacher.actions() == learner.actions() and teacher.success == learner.success
+        assert learner.actions()[0].startswith("search [")
+    assert any(d.success for d in run.demos)

@@ -43,7 +43,6 @@ from tsr_cli.agent.protocol import ProtocolConfig
 from tsr_cli.agent.trajectory import Trajectory
 from tsr_cli.evaluate import EVAL_SEED_OFFSET, eval_seeds, evaluate
 from tsr_cli.policies.base import Completion, SamplingParams
-from tsr_cli.rollout import rollout
 from tsr_cli.train.batch import TokenBatch, build_batch
 from tsr_cli.train.checkpoint import save_checkpoint
 from tsr_cli.train.config import (
@@ -59,8 +58,10 @@ from tsr_cli.train.model import TrainableModel, build_policy
 
 #: stream of the demonstration seeds, apart from the trainer's per-step draws
 DEMO_STREAM = 5_117
-#: the expert writes whole answers; the learner's budget cuts them afterwards
-EXPERT_ANSWER_LIMIT = 4096
+#: learning-rate schedule: warm-up fraction of the steps, and the floor of the cosine decay
+WARMUP, MIN_LR_RATIO = 0.05, 0.1
+#: minibatches are grouped by length within pools of this many (see SFTTrainer._minibatches)
+BUCKET_POOL = 8
 
 
 @dataclass
@@ -69,6 +70,7 @@ class SFTSection:
     demos: int = 64
     #: passes over the demonstrations
     epochs: int = 5
+    #: peak learning rate (linear warm-up over 5% of the steps, cosine decay to a tenth)
     lr: float = 1e-3
     #: demonstrations per optimiser step
     batch_size: int = 8
@@ -80,6 +82,9 @@ class SFTSection:
     noise: float = 0.0
     #: learn only from demonstrations that succeeded
     successes_only: bool = False
+    #: evaluate the policy before training too (a from-scratch model scores 0, and its
+    #: answers run to max_new_tokens, which is slow on WebShop's long pages)
+    eval_before: bool = True
 
     def __post_init__(self) -> None:
         for name in ("demos", "epochs", "batch_size", "grad_accum"):
@@ -160,45 +165,53 @@ def make_expert(cfg: TrainConfig, make_env, noise: float = 0.0, seed: int = 0):
 # ------------------------------------------------------------- demonstrations
 
 
-def expert_demos(cfg: SFTConfig, make_env) -> list[Trajectory]:
-    """The expert's episodes on the demonstration seeds, in its own (byte) tokens."""
+def demonstrations(cfg: SFTConfig, make_env, codec) -> list[tuple[Trajectory, Trajectory]]:
+    """(teacher, learner) episode pairs on the demonstration seeds, played in lockstep.
+
+    Each turn the expert answers the teacher episode's prompt; the answer is
+    tokenized with the learner's `codec` and cut at `policy.max_new_tokens`, as
+    a sample would be, and that same text is applied to both episodes. So the
+    learner episode is exactly what RL would record had the learner sampled
+    those tokens, and the expert always decides from the state the learner's
+    spelling led to (a word-level tokenizer may re-spell a WebShop query, which
+    changes the search results). Both environments share seeds and actions, so
+    their random outcomes (FrozenLake's slips) agree; this is checked.
+    """
     train = cfg.train
     expert = make_expert(train, make_env, cfg.sft.noise, seed=train.trainer.seed)
     protocol = protocol_of(train)
-    params = SamplingParams(temperature=0.0, max_new_tokens=EXPERT_ANSWER_LIMIT, stop=protocol.stop)
-    search = dataclasses.replace(train.search, strategy="none", seed=train.trainer.seed)
-    result = rollout(expert, make_env, demo_seeds(train.trainer.seed, cfg.sft.demos), search, params,
-                     protocol, env_name=train.env.name, batch_groups=train.trainer.rollout_batch)
-    return result.trajectories
+    seeds = demo_seeds(train.trainer.seed, cfg.sft.demos)
+    pairs = []
+    for lo in range(0, len(seeds), train.trainer.rollout_batch):
+        chunk = [(Episode.start(make_env(), expert.codec, protocol, seed=s, env_name=train.env.name),
+                  Episode.start(make_env(), codec, protocol, seed=s, env_name=train.env.name))
+                 for s in seeds[lo:lo + train.trainer.rollout_batch]]
+        _play_lockstep(expert, chunk, codec, train.policy.max_new_tokens)
+        pairs += [(teacher.traj, learner.traj) for teacher, learner in chunk]
+    return pairs
 
 
-def learner_trajectory(demo: Trajectory, make_env, codec, protocol: ProtocolConfig,
-                       max_new_tokens: int) -> Trajectory:
-    """Replay a demonstration's answers in the learner's tokens, through the agent protocol.
-
-    The environment is reset with the demonstration's seed and takes the same
-    actions in the same order, so its random outcomes (FrozenLake's slips)
-    repeat exactly; the check below fails loudly if they ever did not.
-    """
-    episode = Episode.start(make_env(), codec, protocol, seed=demo.seed, env_name=demo.env_name,
-                            group=demo.group)
-    for turn in demo.turns:
-        ids = codec.encode(turn.completion.text)
-        finish = "length" if len(ids) > max_new_tokens else "stop"
-        ids = ids[:max_new_tokens]
-        learned = episode.apply(Completion(ids, [0.0] * len(ids), codec.decode(ids), finish))
-        if _squashed(learned.executed) != _squashed(turn.executed) or learned.rewards != turn.rewards:
-            raise ValueError(f"the learner's tokens change the expert's answer {turn.completion.text!r} "
-                             f"(it reads {learned.executed}); raise policy.max_new_tokens "
-                             f"({max_new_tokens}) or use a tokenizer that can spell it")
-    if episode.traj.success != demo.success:
-        raise RuntimeError(f"replaying demonstration seed {demo.seed} changed its outcome")
-    return episode.traj
+def _completion(ids: list[int], text: str, finish: str) -> Completion:
+    """A given answer: probability 1 under the teacher, so logprobs 0."""
+    return Completion(ids, [0.0] * len(ids), text, finish)
 
 
-def _squashed(actions) -> list[str]:
-    """Actions without whitespace: word-level tokenizers decode `click[x]` as `click [ x ]`."""
-    return ["".join(a.split()) for a in actions]
+def _play_lockstep(expert, pairs: list, codec, budget: int) -> None:
+    params = SamplingParams(temperature=0.0)
+    live = list(pairs)
+    while live:
+        answers = expert.generate([teacher.prompt() for teacher, _ in live], 1, params)
+        for (teacher, learner), (answer,) in zip(live, answers):
+            ids = codec.encode(answer.text)
+            finish = "length" if len(ids) > budget else "stop"
+            ids = ids[:budget]
+            text = codec.decode(ids)
+            learner.apply(_completion(ids, text, finish))
+            teacher.apply(_completion(expert.codec.encode(text), text, finish))
+            if learner.observation != teacher.observation or learner.done != teacher.done:
+                raise RuntimeError(f"demonstration seed {learner.traj.seed}: the learner's and the "
+                                   "teacher's environments diverged")
+        live = [(teacher, learner) for teacher, learner in live if not learner.done]
 
 
 # ------------------------------------------------------------------ training
@@ -230,28 +243,47 @@ class SFTTrainer:
         self.make_env = envs.factory(train.env.name, **train.env.args)
         self.protocol = protocol_of(train)
 
-    def learner_demos(self, demos: list[Trajectory]) -> list[Trajectory]:
-        kept = [d for d in demos if d.success] if self.sft.successes_only else demos
-        if not kept:
-            raise ValueError("no demonstration succeeded; set sft.successes_only=false or add demos")
-        return [learner_trajectory(d, self.make_env, self.policy.codec, self.protocol,
-                                   self.cfg.policy.max_new_tokens) for d in kept]
-
     def steps_per_epoch(self, n_demos: int) -> int:
         return math.ceil(n_demos / self.sft.batch_size)
 
     def fit(self, batch: TokenBatch, on_step=None) -> None:
         """`epochs` shuffled passes of AdamW steps on the token-mean cross-entropy."""
         on_step = on_step or (lambda record: None)
+        lengths = batch.attention_mask.sum(1)
+        total = self.sft.epochs * self.steps_per_epoch(len(batch))
         for epoch in range(1, self.sft.epochs + 1):
-            order = torch.randperm(len(batch), generator=self.shuffle)
-            for rows in order.split(self.sft.batch_size):
+            for rows in self._minibatches(lengths):
                 start = time.perf_counter()
-                record = {"step": self.step + 1, "epoch": epoch, **self._update(batch, rows)}
+                self._set_lr(self.step, total)
+                record = {"step": self.step + 1, "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                          **self._update(batch, rows)}
                 self.step += 1
                 self.totals["wall_seconds"] += time.perf_counter() - start
                 record["wall_seconds"] = round(self.totals["wall_seconds"], 3)
                 on_step(record)
+
+    def _minibatches(self, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """One epoch's minibatches: shuffled, then grouped by length within pools of
+        BUCKET_POOL batches, in shuffled order. A minibatch is padded to its longest
+        conversation, and episode lengths vary ~3x, so this skips most of the padding."""
+        size = self.sft.batch_size
+        order = torch.randperm(len(lengths), generator=self.shuffle)
+        batches = []
+        for pool in order.split(size * BUCKET_POOL):
+            pool = pool[torch.argsort(lengths[pool], stable=True)]
+            batches += list(pool.split(size))
+        return [batches[i] for i in torch.randperm(len(batches), generator=self.shuffle)]
+
+    def _set_lr(self, step: int, total: int) -> None:
+        """Linear warm-up over WARMUP of the steps, then cosine decay to MIN_LR_RATIO of sft.lr."""
+        warm = max(1, round(WARMUP * total))
+        if step < warm:
+            scale = (step + 1) / warm
+        else:
+            progress = (step - warm) / max(1, total - warm)
+            scale = MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * progress))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.sft.lr * scale
 
     def _update(self, batch: TokenBatch, rows: torch.Tensor) -> dict:
         self.optimizer.zero_grad(set_to_none=True)
@@ -286,8 +318,12 @@ class SFTRun:
         self.dir = Path(run_dir)
         self.trainer = SFTTrainer(cfg)
         start = time.perf_counter()
-        self.demos = expert_demos(cfg, self.trainer.make_env)
-        self.learner_demos = self.trainer.learner_demos(self.demos)
+        pairs = demonstrations(cfg, self.trainer.make_env, self.trainer.policy.codec)
+        self.teacher_demos = [teacher for teacher, _ in pairs]
+        self.demos = [learner for _, learner in pairs]
+        self.learner_demos = [d for d in self.demos if d.success or not cfg.sft.successes_only]
+        if not self.learner_demos:
+            raise ValueError("no demonstration succeeded; set sft.successes_only=false or add demos")
         self.batch = build_batch(self.learner_demos, self.trainer.policy.codec.pad_token_id)
         self.demo_seconds = time.perf_counter() - start
 
@@ -313,7 +349,7 @@ class SFTRun:
     def train(self, on_step=None) -> dict:
         """Evaluate, fit, checkpoint, evaluate again (greedy, sampled, and the expert); summarise."""
         trainer = self.trainer
-        trainer.initial_eval = trainer.evaluate()
+        trainer.initial_eval = trainer.evaluate() if self.cfg.sft.eval_before else None
         (self.dir / "metrics.jsonl").write_text("")
 
         def log(record: dict) -> None:
@@ -340,7 +376,7 @@ class SFTRun:
             "demo_success_rate": fmean(float(d.success) for d in self.demos),
             "demos_learned": len(self.learner_demos),
             "demo_model_tokens": int(self.batch.mask.sum()),
-            "initial_val_success_rate": t.initial_eval["success_rate"],
+            "initial_val_success_rate": (t.initial_eval or {}).get("success_rate"),
             "final_val_success_rate": t.last_eval["success_rate"],
             "final_val_invalid_action_rate": t.last_eval["invalid_action_rate"],
             "final_val_sampled_success_rate": sampled["success_rate"],

@@ -28,14 +28,16 @@ def expert_action(env) -> str:
 
 
 def _results_action(page, asin: str) -> str:
+    # ASINs as the results page shows them (clicks match ignoring case): a word-level
+    # tokenizer built from the pages can spell "B0EQNYV051", not "b0eqnyv051"
     if asin in page.page_hits():
-        return f"click[{asin.lower()}]"
+        return f"click[{asin}]"
     if asin in page.hits[page.page_num * 10:]:
         return f"click[{NEXT_PAGE.lower()}]"
     if asin in page.hits:
         return f"click[{PREV_PAGE.lower()}]"
     hits = page.page_hits()  # the goal item was not found: take the top hit
-    return f"click[{hits[0].lower()}]" if hits else "click[back to search]"
+    return f"click[{hits[0]}]" if hits else "click[back to search]"
 
 
 def _goal_option_values(product: dict, goal: dict) -> list[str]:

@@ -1,0 +1,111 @@
+"""The capacity study: which `tiny` size, after SFT on how many demonstrations, reaches
+greedy held-out success >= 0.8x the expert's (issue 11).
+
+Reads a grid (experiments/sft/capacity.yaml), runs each cell's `tsr sft` command
+one after another into runs/sft-capacity/ (a cell whose summary.json exists is
+skipped, so an interrupted study resumes), then writes results/sft/capacity.csv
+and results/sft/capacity.png from the summaries.
+
+    python experiments/sft/capacity.py [GRID.yaml] [--only ENV] [--table-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = Path("runs/sft-capacity")
+OUT = Path("results/sft")
+COLUMNS = ["env", "size", "demos", "epochs", "greedy_success", "expert_success", "command"]
+#: the issue's bar: greedy held-out success at least this fraction of the expert's
+BAR = 0.8
+
+
+def cells(grid: dict):
+    """(env, size, demos, epochs, command) for every cell of the grid, in order."""
+    for env, spec in grid["envs"].items():
+        for size in spec.get("sizes", grid["sizes"]):
+            layers, hidden = (int(x) for x in size.split("x"))
+            for demos in spec.get("demos", grid["demos"]):
+                command = (f"tsr sft --config {spec['config']} --demos {demos} --epochs {spec['epochs']} "
+                           f"--set policy.tiny_layers={layers} --set policy.tiny_hidden={hidden}")
+                yield env, size, demos, spec["epochs"], command
+
+
+def run_dir(env: str, size: str, demos: int) -> Path:
+    return RUNS / f"{env}-{size}-d{demos}"
+
+
+def run_cell(env, size, demos, command) -> None:
+    target = run_dir(env, size, demos)
+    if (target / "summary.json").is_file():
+        return
+    argv = [sys.executable, "-m", "tsr_cli.cli", *shlex.split(command)[1:], "--run-dir", str(target),
+            "--overwrite"]
+    print(f"[capacity] {command}", flush=True)
+    subprocess.run(argv, check=True, cwd=ROOT)
+
+
+def table(grid: dict):
+    import pandas as pd
+
+    rows = []
+    for env, size, demos, epochs, command in cells(grid):
+        path = ROOT / run_dir(env, size, demos) / "summary.json"
+        if path.is_file():
+            s = json.loads(path.read_text())
+            rows.append([env, size, demos, epochs, s["final_val_success_rate"], s["expert_val_success_rate"],
+                         command])
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def plot(frame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(frame["env"]))
+    fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 4), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        part = frame[frame["env"] == env]
+        for size, rows in part.groupby("size", sort=False):
+            ax.plot(rows["demos"], rows["greedy_success"], marker="o", label=f"tiny {size}")
+        expert = part["expert_success"].mean()
+        ax.axhline(expert, color="black", lw=1, label=f"expert {expert:.2f}")
+        ax.axhline(BAR * expert, color="black", lw=1, ls="--", label=f"{BAR:g} x expert")
+        ax.set(xscale="log", xlabel="demonstrations (training seeds)", ylabel="greedy held-out success",
+               title=env, ylim=(0, 1.02))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("grid", nargs="?", default=str(ROOT / "experiments/sft/capacity.yaml"))
+    parser.add_argument("--only", help="run only this environment's cells")
+    parser.add_argument("--table-only", action="store_true", help="write the CSV and plot; run nothing")
+    args = parser.parse_args()
+    grid = yaml.safe_load(Path(args.grid).read_text())
+    if not args.table_only:
+        # cheapest cells first: the small-data results come early
+        for env, size, demos, _, command in sorted(cells(grid), key=lambda cell: cell[2]):
+            if args.only in (None, env):
+                run_cell(env, size, demos, command)
+    frame = table(grid)
+    (ROOT / OUT).mkdir(parents=True, exist_ok=True)
+    frame.to_csv(ROOT / OUT / "capacity.csv", index=False)
+    plot(frame, ROOT / OUT / "capacity.png")
+    print(frame.drop(columns="command").to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
