@@ -5,6 +5,9 @@
     RUN_DIR/curves.csv        the learning curve (held-out columns filled on eval steps)
     RUN_DIR/checkpoints/step_N/
     RUN_DIR/summary.json
+
+Under torchrun only rank 0 writes here (`train/distributed.py`); the other
+ranks train alongside it and wait at barriers while it saves.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tsr_cli.train import distributed
 from tsr_cli.train.checkpoint import latest_checkpoint, load_into, save_checkpoint
 from tsr_cli.train.config import TrainConfig, dump_config, load_config
 from tsr_cli.train.trainer import Trainer
@@ -61,17 +65,23 @@ class Run:
         self.on_step = on_step or (lambda record: None)
         self._writer = None
         self.trainer = Trainer(cfg, on_step=self._log)
+        self.world = self.trainer.world
 
     @classmethod
     def create(cls, cfg: TrainConfig, on_step=None, overwrite: bool = False) -> "Run":
+        world = distributed.setup(cfg)  # checks and records world_size before config.yaml is written
         run_dir = cfg.resolved_run_dir()
-        if (run_dir / "config.yaml").exists():
-            if not overwrite:
-                raise FileExistsError(f"run directory {run_dir} already holds a run; use --resume to "
-                                      "continue it, --overwrite to replace it, or --run-dir")
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, run_dir / "config.yaml")
+        exists = (run_dir / "config.yaml").exists()
+        if exists and not overwrite:
+            raise FileExistsError(f"run directory {run_dir} already holds a run; use --resume to "
+                                  "continue it, --overwrite to replace it, or --run-dir")
+        world.barrier()  # every rank has looked before rank 0 writes
+        if world.is_main:
+            if exists:
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, run_dir / "config.yaml")
+        world.barrier()
         return cls(cfg, run_dir, on_step)
 
     @classmethod
@@ -89,11 +99,15 @@ class Run:
     def train(self) -> dict:
         self.trainer.run(save=self._save)
         summary = self.trainer.summary()
-        (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        write_curves(self.dir)
+        if self.world.is_main:
+            (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            write_curves(self.dir)
+        self.world.barrier()
         return summary
 
     def _log(self, record: dict) -> None:
+        if not self.world.is_main:  # records are already reduced over ranks
+            return
         with open(self.dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
         self._tensorboard(record)
@@ -115,12 +129,16 @@ class Run:
             self._writer.flush()
 
     def _save(self, step: int) -> None:
-        save_checkpoint(self.trainer, self.dir)
+        if self.world.is_main:
+            save_checkpoint(self.trainer, self.dir)
+        self.world.barrier()
         if os.environ.get(KILL_AFTER_SAVE) == str(step):
             os.kill(os.getpid(), signal.SIGKILL)
 
     def _truncate_metrics(self, last_step: int) -> None:
         """Drop records a killed run logged after its last checkpoint (they will be redone)."""
+        if not self.world.is_main:
+            return
         kept = [r for r in read_metrics(self.dir) if r["step"] <= last_step]
         text = "".join(json.dumps(r) + "\n" for r in kept)
         (self.dir / "metrics.jsonl").write_text(text)
