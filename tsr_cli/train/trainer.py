@@ -56,11 +56,16 @@ from tsr_cli.train.model import ModelOptions, TrainableModel, build_policy
 VALUE_COEF = 0.5
 #: the tokens each loss term is a mean over (`_loss`), by name
 TOKEN_MASKS = {"loss": loss_mask, "model": lambda batch: batch.mask, "episode": episode_mask}
+#: the tokens each logged loss statistic is a mean over (the rest: the policy loss's)
+STAT_TOKENS = {"entropy": "model", "tis_weight_mean": "model", "kl": "model", "value_loss": "episode"}
 #: the second word of a sampling-stream key: training rollouts, evaluation
 TRAIN_STREAMS, EVAL_STREAMS = 0, 1
 #: how each metric is reduced over data-parallel ranks (the rest: averaged)
 SUMMED = ("tokens_generated", "env_steps", "sim_env_steps", "generate_calls", "truncated_episodes",
-          "sibling_rows", "sibling_tokens")
+          "sibling_rows", "sibling_tokens",
+          # the loss statistics: each rank logs its part of every minibatch's token means
+          "loss", "policy_loss", "entropy", "clip_fraction", "dual_clip_fraction", "approx_kl",
+          "tis_weight_mean", "value_loss", "kl")
 #: maxima; the already-global values (equal on every rank) are here too
 MAXED = ("step", "peak_rss_mb", "wall_seconds", "logprob_diff_max", "logprob_diff_mean", "grad_norm",
          "critic_grad_norm", "skipped_steps")
@@ -274,32 +279,43 @@ class Trainer:
         never shrinks the actor's step. A minibatch whose gradient norm is inf
         or NaN is skipped (no optimiser step) and counted in `skipped_steps`.
         """
-        algo = self.cfg.algo
-        logs: dict[str, list[float]] = {}
+        logs: list[dict[str, float]] = []  # per minibatch
         skipped = 0
         minibatches = self._minibatches(batch)
         masks = [mask(batch) for mask in TOKEN_MASKS.values()]
         counts = torch.stack([torch.stack([m[rows].sum() for m in masks]) for rows, _ in minibatches])
         for (rows, size), totals in zip(minibatches, self.world.all_sum(counts).clamp(min=1.0)):
             self.optimizer.zero_grad(set_to_none=True)
-            for part in rows.split(math.ceil(size / algo.grad_accum)):
-                sub = batch.select(part)
-                shares = {key: mask(sub).sum() / total for (key, mask), total in zip(TOKEN_MASKS.items(), totals)}
-                stats = self._loss(sub, shares)
-                for key, value in stats.items():
-                    logs.setdefault(key, []).append(value)
-            self.world.sum_gradients(self.model.actor_parameters() + self.model.critic_parameters())
-            norms = self._clip_gradients()
-            if all(math.isfinite(v) for v in norms.values()):
-                self.optimizer.step()
-            else:
-                skipped += 1
-                self.optimizer.zero_grad(set_to_none=True)
-            for key, value in norms.items():
-                logs.setdefault(key, []).append(value)
-        out = {key: _finite_mean(values) for key, values in logs.items()}
+            log = self._backward(batch, rows, size, totals)
+            norms = self._optimizer_step()
+            skipped += not all(math.isfinite(v) for v in norms.values())
+            logs.append({**log, **norms})
+        # a key a minibatch lacks is a part this rank held nothing of: 0
+        keys = dict.fromkeys(key for log in logs for key in log)
+        out = {key: _finite_mean([log.get(key, 0.0) for log in logs]) for key in keys}
         out["skipped_steps"] = skipped
         return out
+
+    def _backward(self, batch: TokenBatch, rows: torch.Tensor, size: int, totals: torch.Tensor) -> dict:
+        """Accumulate the gradient of this rank's `rows` of a minibatch of `size` rows
+        whose token counts are `totals` (`TOKEN_MASKS` order); its statistics' parts."""
+        log: dict[str, float] = {}
+        for part in rows.split(math.ceil(size / self.cfg.algo.grad_accum)) if len(rows) else ():
+            sub = batch.select(part)
+            shares = {key: mask(sub).sum() / total for (key, mask), total in zip(TOKEN_MASKS.items(), totals)}
+            for key, value in self._loss(sub, shares).items():
+                log[key] = log.get(key, 0.0) + value
+        return log
+
+    def _optimizer_step(self) -> dict[str, float]:
+        """Sum the ranks' gradients, clip, and step unless a norm is inf or NaN; the norms."""
+        self.world.sum_gradients(self.model.actor_parameters() + self.model.critic_parameters())
+        norms = self._clip_gradients()
+        if all(math.isfinite(v) for v in norms.values()):
+            self.optimizer.step()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+        return norms
 
     def _minibatches(self, batch: TokenBatch) -> list[tuple[torch.Tensor, int]]:
         """Every epoch's minibatches: (this rank's rows of it, the minibatch's global size).
@@ -329,14 +345,15 @@ class Trainer:
         return norms
 
     def _loss(self, sub: TokenBatch, shares: dict[str, torch.Tensor]) -> dict:
-        """Backpropagate one micro-batch's part of its minibatch loss; returns its stats.
+        """Backpropagate one micro-batch's part of its minibatch loss; returns its stats' parts.
 
         Each term is the micro-batch's token mean times its share of the
         minibatch's tokens of that term's kind (`TOKEN_MASKS`: loss-weighted
         tokens for the policy loss, model tokens for entropy and KL, episode
         tokens for the value loss), so the parts add up to token means over
-        the whole minibatch however its rows are split. The logged `loss` is
-        the micro-batch's own, unscaled.
+        the whole minibatch however its rows fall into micro-batches and
+        ranks. The logged statistics are scaled alike (`STAT_TOKENS`): their
+        parts add up to the minibatch's token means too.
         """
         algo = self.cfg.algo
         ppo = algo.name == "ppo"
@@ -348,22 +365,20 @@ class Trainer:
                                              clip_ratio_c=algo.clip_ratio_c or None, weights=weights)
         entropy = masked_mean(out.entropy, sub.mask)
         terms = [(policy_loss, "loss"), (-algo.entropy_coef * entropy, "model")]
-        logs = {"policy_loss": policy_loss.detach().item(), "entropy": entropy.detach().item(),
-                **{key: float(value) for key, value in stats.items()}}
+        stats.update(policy_loss=policy_loss, entropy=entropy)
         if weights is not None:
-            logs["tis_weight_mean"] = masked_mean(weights, sub.mask).item()
+            stats["tis_weight_mean"] = masked_mean(weights, sub.mask)
         if ppo:
-            vloss = value_loss(out.values, tok["old_values"], tok["returns"], episode_mask(sub),
-                               algo.value_clip or None)
-            terms.append((VALUE_COEF * vloss, "episode"))
-            logs["value_loss"] = vloss.detach().item()
+            stats["value_loss"] = value_loss(out.values, tok["old_values"], tok["returns"], episode_mask(sub),
+                                             algo.value_clip or None)
+            terms.append((VALUE_COEF * stats["value_loss"], "episode"))
         if "ref_logprobs" in tok:
-            kl = masked_mean(kl_k3(out.logprobs, tok["ref_logprobs"]), sub.mask)
-            terms.append((algo.kl_coef * kl, "model"))
-            logs["kl"] = kl.detach().item()
-        sum(term * shares[kind] for term, kind in terms).backward()
-        logs["loss"] = sum(term.detach() for term, _ in terms).item()
-        return logs
+            stats["kl"] = masked_mean(kl_k3(out.logprobs, tok["ref_logprobs"]), sub.mask)
+            terms.append((algo.kl_coef * stats["kl"], "model"))
+        loss = sum(term * shares[kind] for term, kind in terms)
+        loss.backward()
+        logs = {key: float(value.detach() * shares[STAT_TOKENS.get(key, "loss")]) for key, value in stats.items()}
+        return {**logs, "loss": loss.detach().item()}
 
     # ------------------------------------------------------------- summary
     def summary(self) -> dict:
