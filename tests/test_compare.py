@@ -1,5 +1,6 @@
 """`tsr compare`: the toy sweep end to end, resume, --table-only, the table maths, bad sweep files."""
 
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 
 from tsr_cli import compare
 from tsr_cli.cli import main
-from tsr_cli.train.config import dump_config
+from tsr_cli.train.config import dump_config, load_config
 from tsr_cli.train.run import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,6 +151,13 @@ def test_selecting_an_unknown_cell_is_one_line_exit_2(flags, message, tmp_path, 
     assert len(err.splitlines()) == 1 and message in err, err
 
 
+def test_each_run_is_tagged_with_sweep_arm_and_seed(toy_out):
+    out, _, _ = toy_out
+    assert load_config(out / "runs/beam-s0/config.yaml").trainer.tags == {"sweep": "toy", "arm": "beam", "seed": 0}
+    renamed = dataclasses.replace(compare.load_sweep(TOY), path=TOY.with_name("renamed.yaml"))
+    assert [run.state for run in compare.plan(renamed, out)] == ["done", "done"]  # tags are not settings
+
+
 def test_plan_states_and_mismatched_run_dir(tmp_path):
     sweep = compare.load_sweep(TOY)
     assert [(r.arm, r.seed, r.state) for r in compare.plan(sweep, tmp_path)] == [("none", 0, "new"),
@@ -241,6 +249,8 @@ BAD = {
     "reserved key": f"base: {BASE}\nseeds: [0]\narms: [{{name: a, set: {{trainer.seed: 3}}}}]\n",
     "bad arm name": f"base: {BASE}\nseeds: [0]\narms: [{{name: ../a}}]\n",
     "bad threshold": f"base: {BASE}\nseeds: [0]\narms: [{{name: a}}]\nthreshold: 2\n",
+    "bad resources": f"base: {BASE}\nseeds: [0]\narms: [{{name: a}}]\nresources: {{gpus: 1}}\n",
+    "reserved tags": f"base: {BASE}\nseeds: [0]\narms: [{{name: a, set: {{trainer.tags: {{a: 1}}}}}}]\n",
     "not a mapping": "- a\n- b\n",
     "malformed": "base: [unclosed\n",
 }
@@ -267,3 +277,32 @@ def test_missing_sweep_and_table_only_without_results(tmp_path, capsys):
 def test_shipped_sweeps_are_valid(sweep):
     loaded = compare.load_sweep(ROOT / "experiments/sweeps" / sweep)
     assert loaded.arms and loaded.seeds
+
+
+def test_start_is_trained_once_and_every_arm_starts_from_it(tmp_path):
+    start = tmp_path / "start.yaml"
+    small = ("trainer.steps: 1\n  trainer.groups: 2\n  trainer.group_size: 2\n  trainer.eval_episodes: 2\n"
+             "  env.max_turns: 3")
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(
+        f"base: {BASE}\nstart: start.yaml\nseeds: [0, 1]\noverrides:\n  {small}\n"
+        "arms:\n  - name: none\n    set: {search.strategy: none}\n"
+        "  - name: beam\n    seeds: [1]\n    set: {search.strategy: beam, search.candidates: 2}\n")
+    start.write_text(BASE.read_text().replace("steps: 80", "steps: 1").replace("eval_episodes: 128", "eval_episodes: 2")
+                     .replace("groups: 16", "groups: 2").replace("group_size: 8", "group_size: 2"))
+    out = tmp_path / "out"
+    assert main(["compare", str(sweep_file), "--out", str(out)]) == 0
+    checkpoint = out / "start/checkpoints/step_1"
+    assert (checkpoint / "tsr_checkpoint.json").is_file()
+    results = pd.read_csv(out / "results.csv")
+    assert list(zip(results["arm"], results["seed"])) == [("none", 0), ("none", 1), ("beam", 1)]
+    for arm, seed in zip(results["arm"], results["seed"]):
+        cfg = compare.load_config(out / f"runs/{arm}-s{seed}/config.yaml")
+        assert cfg.policy.name == str(checkpoint)
+    stamp = (out / "start/summary.json").stat().st_mtime_ns
+    states = [run.state for run in compare.plan(compare.load_sweep(sweep_file), out)]
+    assert states == ["done"] * 3 and (out / "start/summary.json").stat().st_mtime_ns == stamp
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(sweep_file.read_text().replace("seeds: [1]", "seeds: [7]"))
+    with pytest.raises(compare.SweepError, match="among the sweep's"):
+        compare.load_sweep(bad)

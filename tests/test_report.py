@@ -17,10 +17,12 @@ def test_readme_results_block_matches_the_committed_tables():
 
 def test_every_committed_table_is_in_the_readme():
     readme = (ROOT / "README.md").read_text()
-    names = report.sweep_names(ROOT / "experiments/sweeps", ROOT / "results")
-    assert names, "no committed results"
-    for name in names:
-        table = (ROOT / "results" / name / "table.md").read_text()
+    current = [(name, ROOT / "results") for name in report.sweep_names(ROOT / "experiments/sweeps", ROOT / "results")]
+    archived = [(name, ROOT / "results" / report.ARCHIVE) for name in
+                report.sweep_names(ROOT / "experiments/sweeps" / report.ARCHIVE, ROOT / "results" / report.ARCHIVE)]
+    assert current + archived, "no committed results"
+    for name, results in current + archived:
+        table = (results / name / "table.md").read_text()
         rows = [line for line in table.splitlines() if line.startswith("| ")]
         assert rows and all(row in readme for row in rows), name
 

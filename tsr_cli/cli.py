@@ -2,13 +2,17 @@
 
 `main(argv) -> int` runs the app without click's standalone handling, so that
 every user mistake becomes one line on stderr and exit code 2, never a
-traceback.
+traceback. A full disk is one line and exit code 1; Ctrl-C during training
+is one line and exit code 130 (see `_stop_on_ctrl_c`).
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -17,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tsr_cli.errors import UserError
+from tsr_cli.errors import Interrupted, RunFault, UserError
 from tsr_cli.evaluate import EVAL_SEED_OFFSET
 
 app = typer.Typer(
@@ -63,7 +67,7 @@ def eval_cmd(
     env: Optional[str] = typer.Option(None, help="environment name (see `tsr envs`); default sokoban, "
                                       "or the checkpoint's"),
     env_arg: List[str] = typer.Option([], "--env-arg", help="environment argument key=value, repeatable"),
-    policy: str = typer.Option("random", help="random, smollm2-135m, tiny, a HF id or path, or a "
+    policy: str = typer.Option("random", help="random, expert, smollm2-135m, tiny, a HF id or path, or a "
                                "checkpoint dir (whose env and protocol settings become the defaults)"),
     search: str = typer.Option("none", help="none, best-of-n, beam or lookahead"),
     candidates: int = typer.Option(4, min=1, help="M candidates per turn (beam, lookahead); N samples (best-of-n)"),
@@ -104,7 +108,10 @@ def eval_cmd(
         protocol = ProtocolConfig(max_turns, actions_per_turn, answer_only=answer_only)
         temp = temperature if temperature is not None else (0.0 if search == "none" else 1.0)
         params = SamplingParams(temperature=temp, max_new_tokens=max_new_tokens, stop=protocol.stop)
-    pol = _load_policy(policy, seed, env)
+    # the expert reads the game from the prompt, but the prompt shows neither the
+    # environment's arguments (the slip model, the catalogue) nor the number of turns
+    task = {"make_env": make_env, "max_turns": max_turns} if policy == "expert" else {}
+    pol = _load_policy(policy, seed, env, **task)
     with _progress(f"eval {env} · {search}", episodes) as advance:
         measured = evaluate(pol, make_env, eval_seeds(episodes, seed), search_cfg, params, protocol,
                             env_name=env, batch_groups=batch, on_batch=advance)
@@ -149,7 +156,47 @@ def train_cmd(
             run = Run.resume(resume)
         else:
             run = Run.create(_train_config(config, flags, set_), overwrite=overwrite)
-    _train_with_progress(run)
+    with _stop_on_ctrl_c():
+        _train_with_progress(run)
+
+
+@app.command("sft")
+def sft_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", help="SFT config: a train config plus an "
+                                          "`sft:` section (see experiments/sft/)"),
+    env: Optional[str] = typer.Option(None, help="environment name (env.name); it needs an expert"),
+    policy: Optional[str] = typer.Option(None, help="policy to train (policy.name)"),
+    demos: Optional[int] = typer.Option(None, help="expert episodes on training seeds (sft.demos)"),
+    epochs: Optional[int] = typer.Option(None, help="passes over the demonstrations (sft.epochs)"),
+    seed: Optional[int] = typer.Option(None, help="run seed (trainer.seed)"),
+    run_dir: Optional[Path] = typer.Option(None, help="run directory (trainer.run_dir)"),
+    set_: List[str] = typer.Option([], "--set", help="override any field, sft.* included: "
+                                   "section.key=value, repeatable"),
+    overwrite: bool = typer.Option(False, help="replace an existing run in the run directory"),
+) -> None:
+    """Supervised warm start: train a policy on the environment's expert playing training seeds.
+
+    The demonstrations go through the same agent protocol and chat template as
+    RL rollouts. Writes a run directory with checkpoints/step_N (usable as
+    `--policy` or `policy.name`), metrics.jsonl and summary.json.
+    """
+    from tsr_cli.progress import progress_bar
+    from tsr_cli.sft import SFTRun, check_env, load_sft_config
+    from tsr_cli.train.config import parse_override
+
+    flags = {"env.name": env, "policy.name": policy, "sft.demos": demos, "sft.epochs": epochs,
+             "trainer.seed": seed, "trainer.run_dir": str(run_dir) if run_dir else None}
+    with UserError.wrap(ValueError, FileNotFoundError, FileExistsError, OSError, ImportError):
+        overrides = {k: v for k, v in flags.items() if v is not None}
+        overrides.update(dict(parse_override(item) for item in set_))
+        cfg = load_sft_config(config, overrides)
+        check_env(cfg)
+        run = SFTRun.create(cfg, overwrite=overwrite)
+    err.print(f"run directory: {run.dir}")
+    label = f"sft {cfg.train.env.name} · {cfg.train.policy.name}"
+    with progress_bar(err, label, run.total_steps) as advance:
+        summary = run.train(on_step=lambda record: advance(1))
+    _print_metrics(f"{label} · {run.dir}", summary)
 
 
 def _train_config(config: Optional[Path], flags: dict, sets: List[str]):
@@ -188,7 +235,7 @@ def plot_cmd(
     """Write learning-curve PNGs (held-out success, return, loss, cost) for runs."""
     from tsr_cli.train.plots import plot_runs
 
-    with UserError.wrap(FileNotFoundError):
+    with UserError.wrap(FileNotFoundError, ValueError):
         for path in plot_runs(run_dirs, out_dir):
             out.print(str(path))
 
@@ -203,34 +250,113 @@ def compare_cmd(
     arms: List[str] = typer.Option([], "--arm", help="run only this arm (repeatable); with --seed, "
                                    "one cell: its final success re-runs exactly"),
     seeds: List[int] = typer.Option([], "--seed", help="run only this seed (repeatable)"),
+    executor: str = typer.Option("local", help="local: runs one after another here; ray: every "
+                                 "unfinished run a Ray task (pip install 'tsr[ray]')"),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: RAY_ADDRESS, "
+                                          "else a local Ray on this machine's cores)"),
 ) -> None:
     """Run an ablation sweep (arms x seeds), resuming where it stopped; write tables, curves, plots.
 
-    Runs go one after another; an interrupted sweep resumes at the first run that
-    has not finished. To check one cell of a committed result, re-run it into a
-    new directory, e.g. `tsr compare experiments/sweeps/frozenlake_grpo.yaml
+    Runs go one after another, or in parallel as Ray tasks with --executor ray;
+    an interrupted sweep resumes every run that has not finished, from its last
+    checkpoint. A run that fails is reported and the others go on; the sweep
+    then exits 1 and writes no tables, and running it again retries the failed
+    runs. To check one cell of a committed result, re-run it into a new
+    directory, e.g. `tsr compare experiments/sweeps/frozenlake_grpo.yaml
     --arm beam --seed 1 --out /tmp/cell`, and compare its results.csv row.
     """
     from tsr_cli import compare
-    from tsr_cli.progress import progress_bar
+    from tsr_cli.executors import make_executor
+    from tsr_cli.train.run import check_instances
 
-    with UserError.wrap(ValueError, FileNotFoundError, OSError):
+    with UserError.wrap(ValueError, FileNotFoundError, OSError, TypeError, KeyError, ImportError):
         spec = compare.load_sweep(sweep)
         target = out_dir or compare.default_out(spec)
         planned = [] if table_only else compare.plan(spec, target)
         runs = [] if table_only else compare.select(planned, arms, seeds)
+        for run in runs:  # every cell's env args, before the first cell trains
+            check_instances(run.cfg)
+        engine = make_executor(executor, address, spec.resources)
     if runs:
-        states = Table("run", "state", title=f"sweep {spec.name} -> {target}")
-        for run in runs:
-            states.add_row(str(run.dir), run.state)
-        err.print(states)
-        with progress_bar(err, f"compare {spec.name}", sum(r.cfg.trainer.steps for r in runs)) as advance:
-            compare.run_sweep(runs, target, advance, cells=[(r.arm, r.seed) for r in planned])
+        try:
+            with _stop_on_ctrl_c():
+                failed = _run_cells(spec, runs, planned, target, engine)
+        except (Interrupted, RunFault) as exc:  # re-running the sweep resumes it, cell by cell
+            exc.resume = " ".join(["tsr compare", str(sweep), *(["--out", str(out_dir)] if out_dir else []),
+                                   *(f"--arm {arm}" for arm in arms), *(f"--seed {s}" for s in seeds)])
+            raise
+        if failed:
+            err.print(f"{failed} of {len(runs)} runs failed; run the same command again to retry them "
+                      "(finished runs are kept)", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
     with UserError.wrap(FileNotFoundError):
         written = compare.write_outputs(spec, target)
     out.print((target / "table.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     for path in written:
         out.print(str(path), highlight=False)
+
+
+@contextmanager
+def _stop_on_ctrl_c():
+    """The first Ctrl-C lets the current step finish and saves a checkpoint; the second stops at once.
+
+    The run then raises Interrupted, which `main` prints as one line with the
+    command that resumes it, and exit code 130.
+    """
+    from tsr_cli.train.run import clear_stop, request_stop
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def first(signum, frame):
+        request_stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        err.print("tsr: Ctrl-C: finishing this step and saving a checkpoint; Ctrl-C again stops at once",
+                  highlight=False)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        clear_stop()
+
+
+def _run_cells(spec, runs, planned, target: Path, engine) -> int:
+    """Train the sweep's runs with `engine`: a bar over runs, a line per finished run; returns failures."""
+    from tsr_cli import compare
+    from tsr_cli.progress import progress_bar
+
+    states = Table("run", "state", title=f"sweep {spec.name} -> {target}", caption=f"executor: {engine.name}")
+    for run in runs:
+        states.add_row(str(run.dir), run.state)
+    err.print(states)
+    results = []
+
+    def report(result) -> None:
+        results.append(result)
+        err.print(_cell_line(result), markup=False, highlight=False, soft_wrap=True)
+
+    with engine, progress_bar(err, f"compare {spec.name}", len(runs)) as advance:
+        compare.run_sweep(runs, target, advance, cells=[(r.arm, r.seed) for r in planned],
+                          executor=engine, on_result=report)
+    return sum(not result.ok for result in results)
+
+
+def _cell_line(result) -> str:
+    run = result.run
+    if not result.ok:
+        return f"failed  {run.arm} seed {run.seed}: {result.error}"
+    verb = "kept  " if run.state == "done" else "done  "
+    line = (f"{verb}  {run.arm} seed {run.seed}: held-out success "
+            f"{result.summary.get('final_val_success_rate', float('nan')):.3f}, "
+            f"{result.summary.get('wall_seconds', float('nan')):.1f} s")
+    if result.resumed_from is not None:
+        line += f" (resumed from step {result.resumed_from})"
+    if result.copied_from:
+        line += f" (trained on {result.copied_from}; results copied here, checkpoints stay there)"
+    return line
 
 
 def _checkpoint_defaults(policy: str) -> dict:
@@ -252,24 +378,36 @@ def _make_env_factory(name: str, env_args: List[str]):
 
 
 def _parse_kv(items: List[str], flag: str) -> dict:
-    import yaml
-
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UserError(f"{flag} expects key=value, got {item!r}")
-        value = yaml.safe_load(raw) if raw else ""
-        out[key.strip()] = value
+        out[key.strip()] = _yaml_value(raw)
     return out
 
 
-def _load_policy(spec: str, seed: int, env_name: str):
+def _yaml_value(raw: str):
+    """A flag value read as YAML (`[8,8]`, `2`, `true`), else kept as the text given.
+
+    YAML reads text that starts with `#` as a comment, i.e. None, and an
+    XSB level always starts with `#`; text that is not valid YAML stays text.
+    """
+    import yaml
+
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        return raw
+    return raw if value is None and raw.strip() not in ("null", "~", "Null", "NULL") else value
+
+
+def _load_policy(spec: str, seed: int, env_name: str, **kw):
     import tsr_cli.train.checkpoint  # noqa: F401  (registers the checkpoint loader)
     from tsr_cli.policies import load_policy
 
     with UserError.wrap(ValueError, FileNotFoundError, OSError, ImportError):
-        return load_policy(spec, seed=seed, env_names=[env_name])
+        return load_policy(spec, seed=seed, env_names=[env_name], **kw)
 
 
 def _progress(label: str, total: int):
@@ -292,7 +430,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         result = command.main(args=argv, prog_name="tsr", standalone_mode=False)
     except (typer.Exit, click.exceptions.Exit) as exc:
         return exc.exit_code
-    except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, click.exceptions.Abort):
+        return 130
+    except KeyboardInterrupt:  # outside training (which raises Interrupted): nothing to resume
+        print("tsr: interrupted", file=sys.stderr)
         return 130
     except (typer.exceptions.TyperException, click.ClickException) as exc:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
@@ -301,6 +442,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UserError as exc:
         print(f"tsr: error: {exc}", file=sys.stderr)
         return 2
+    except RunFault as exc:
+        print(f"tsr: error: {exc}", file=sys.stderr)
+        return 1
+    except Interrupted as exc:
+        print(f"tsr: {exc}", file=sys.stderr)
+        return 130
     return result if isinstance(result, int) else 0
 
 

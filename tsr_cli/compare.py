@@ -11,16 +11,27 @@ and the seeds:
         set: {search.strategy: none}
       - name: beam
         set: {search.strategy: beam, search.candidates: 4}
-    threshold: 0.8                            # optional, see `steps_to_threshold`
+    threshold: 0.8                            # optional, see `tsr_cli.tables`
+    start: ../sft/frozenlake_tiny_start.yaml  # optional: a `tsr sft` or `tsr train` config
+    resources: {num_cpus: 1, num_gpus: 0}     # optional: per cell, for `--executor ray`
+
+A `start:` config is trained once, into OUT/start/, before any arm; every arm
+then starts from its last checkpoint (`policy.name`), unless the arm sets
+`policy.name` itself. An arm may run on a subset of the seeds (`seeds:`), so
+cheap arms can have more seeds than expensive ones; every arm still uses the
+same instance seeds per seed, so arms stay paired.
 
 Why a sweep command rather than a shell loop: every run's config is checked
 before the first one trains, an interrupted sweep resumes where it stopped,
 and the table compares arms on the paper's three axes at once: held-out
 success (mean ± std over seeds), speed (steps to reach a fraction of the best
 arm's success) and compute (generated tokens, real and simulated env steps,
-wall time).
+wall time). The cells train one after another in this process or, with
+`--executor ray`, side by side as Ray tasks (tsr_cli.executors); the outputs
+are the same.
 
-    OUT/runs/<arm>-s<seed>/       one run directory each (tsr_cli.train.run)
+    OUT/runs/<arm>-s<seed>/       one run directory each (tsr_cli.train.run), tagged with
+                                  the sweep, arm and seed (trainer.tags, for the loggers)
     OUT/results.csv               one row per arm x seed
     OUT/table.md, OUT/table.csv   one row per arm
     OUT/curves.csv                every run's learning curve, long format
@@ -29,6 +40,8 @@ wall time).
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import math
 import re
@@ -48,13 +61,15 @@ from tsr_cli.tables import (  # noqa: F401  (re-exported: the sweep API)
     threshold_target,
     to_markdown,
 )
+from tsr_cli.executors import DEFAULT_RESOURCES, CellResult, LocalExecutor, check_resources
 from tsr_cli.train.config import ConfigError, TrainConfig, load_config, read_yaml_mapping
+from tsr_cli.train.checkpoint import latest_checkpoint
 from tsr_cli.train.run import Run, write_curves
 
-SWEEP_KEYS = ("base", "seeds", "arms", "overrides", "threshold")
-ARM_KEYS = ("name", "set")
+SWEEP_KEYS = ("base", "seeds", "arms", "overrides", "threshold", "start", "resources")
+ARM_KEYS = ("name", "set", "seeds")
 #: set by the sweep for every run: an arm that set them would collapse the seed axis or the layout
-RESERVED = ("trainer.seed", "trainer.run_dir")
+RESERVED = ("trainer.seed", "trainer.run_dir", "trainer.tags")
 SUMMARY_KEYS = ("final_val_success_rate", "final_val_mean_return", "initial_val_success_rate", "steps",
                 "tokens_generated", "env_steps", "sim_env_steps", "wall_seconds",
                 "final_val_sampled_success_rate", "final_val_invalid_action_rate")
@@ -71,6 +86,8 @@ class SweepError(ValueError):
 class Arm:
     name: str
     overrides: dict
+    #: the seeds this arm runs (None: all of the sweep's)
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,14 +98,23 @@ class Sweep:
     arms: tuple[Arm, ...]
     overrides: dict
     threshold: float = 0.8
+    #: a `tsr sft` or `tsr train` config every arm starts from (trained first, once)
+    start: Path | None = None
+    #: Ray resources per cell (executors.RESOURCE_KEYS); the local executor ignores them
+    resources: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_RESOURCES))
 
     @property
     def name(self) -> str:
         return self.path.stem
 
-    def config(self, arm: Arm, seed: int, run_dir: Path | None = None) -> TrainConfig:
-        """Base file < sweep overrides < arm overrides < the run's seed and directory."""
-        overrides = {**self.overrides, **arm.overrides, "trainer.seed": seed}
+    def arm_seeds(self, arm: Arm) -> tuple[int, ...]:
+        return arm.seeds if arm.seeds is not None else self.seeds
+
+    def config(self, arm: Arm, seed: int, run_dir: Path | None = None, start: Path | None = None) -> TrainConfig:
+        """Base file < sweep overrides < the start's checkpoint < arm overrides < seed, tags and directory."""
+        begin = {"policy.name": str(start)} if start is not None else {}
+        overrides = {**self.overrides, **begin, **arm.overrides, "trainer.seed": seed,
+                     "trainer.tags": {"sweep": self.name, "arm": arm.name, "seed": seed}}
         if run_dir is not None:
             overrides["trainer.run_dir"] = str(run_dir)
         try:
@@ -105,20 +131,27 @@ def load_sweep(path: str | Path) -> Sweep:
     unknown = [key for key in raw if key not in SWEEP_KEYS]
     if unknown:
         raise SweepError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(SWEEP_KEYS)}")
-    sweep = Sweep(path, _base(raw.get("base"), path), _seeds(raw.get("seeds"), where),
-                  _arms(raw.get("arms"), where), _overrides(raw.get("overrides"), f"{where}: overrides"),
-                  _threshold(raw.get("threshold", 0.8), where))
+    seeds = _seeds(raw.get("seeds"), where)
+    arms = _arms(raw.get("arms"), where)
+    for arm in arms:
+        if arm.seeds is not None and not set(arm.seeds) <= set(seeds):
+            raise SweepError(f"{where}: arm {arm.name!r}: its seeds must be among the sweep's {list(seeds)}")
+    start = _base(raw["start"], path, "start") if raw.get("start") is not None else None
+    sweep = Sweep(path, _base(raw.get("base"), path), seeds, arms,
+                  _overrides(raw.get("overrides"), f"{where}: overrides"),
+                  _threshold(raw.get("threshold", 0.8), where), start,
+                  _resources(raw.get("resources"), where))
     for arm in sweep.arms:
-        sweep.config(arm, sweep.seeds[0])
+        sweep.config(arm, sweep.arm_seeds(arm)[0])
     return sweep
 
 
-def _base(value, path: Path) -> Path:
+def _base(value, path: Path, key: str = "base") -> Path:
     if not isinstance(value, str) or not value:
-        raise SweepError(f"{path.name}: 'base' must name the base config, relative to the sweep file")
+        raise SweepError(f"{path.name}: '{key}' must name a config file, relative to the sweep file")
     base = path.parent / value
     if not base.is_file():
-        raise SweepError(f"{path.name}: base config not found: {base}")
+        raise SweepError(f"{path.name}: {key} config not found: {base}")
     return base
 
 
@@ -150,7 +183,8 @@ def _arm(item, where: str) -> Arm:
     name = item.get("name")
     if not isinstance(name, str) or not _ARM_NAME.fullmatch(name):
         raise SweepError(f"{where}: arm name {name!r} must be letters, digits, '.', '_', '+' or '-'")
-    return Arm(name, _overrides(item.get("set"), f"{where}: arm {name!r}"))
+    seeds = _seeds(item["seeds"], f"{where}: arm {name!r}") if "seeds" in item else None
+    return Arm(name, _overrides(item.get("set"), f"{where}: arm {name!r}"), seeds)
 
 
 def _overrides(value, where: str) -> dict:
@@ -170,6 +204,13 @@ def _threshold(value, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise SweepError(f"{where}: 'threshold' must be a fraction in (0, 1], got {value!r}")
     return float(value)
+
+
+def _resources(value, where: str) -> dict:
+    try:
+        return check_resources(value, where)
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
 
 
 def default_out(sweep: Sweep) -> Path:
@@ -195,14 +236,45 @@ def run_dir(out: Path, arm: str, seed: int) -> Path:
     return Path(out) / "runs" / f"{arm}-s{seed}"
 
 
-def plan(sweep: Sweep, out: Path) -> list[PlannedRun]:
-    """Every arm x seed in order, with its state; run dirs are checked before anything trains."""
+def plan(sweep: Sweep, out: Path, on_start=None) -> list[PlannedRun]:
+    """Every arm x seed in order, with its state; run dirs are checked before anything trains.
+
+    A sweep with a `start:` has it trained first (once; `on_start(path)` is
+    called when that begins), since every arm's config names its checkpoint.
+    """
+    start = start_checkpoint(sweep, out, on_start) if sweep.start is not None else None
     runs = []
     for arm in sweep.arms:
-        for seed in sweep.seeds:
-            cfg = sweep.config(arm, seed, run_dir(out, arm.name, seed))
+        for seed in sweep.arm_seeds(arm):
+            cfg = sweep.config(arm, seed, run_dir(out, arm.name, seed), start)
             runs.append(PlannedRun(arm.name, seed, cfg, _state(cfg)))
     return runs
+
+
+def start_checkpoint(sweep: Sweep, out: Path, on_start=None) -> Path:
+    """OUT/start's last checkpoint, training the sweep's start config there first if needed."""
+    directory = Path(out) / "start"
+    if not (directory / "summary.json").is_file():
+        if on_start:
+            on_start(sweep.start)
+        train_start(sweep.start, directory)
+    checkpoint = latest_checkpoint(directory)
+    if checkpoint is None:
+        raise SweepError(f"the start run {directory} finished without a checkpoint")
+    return checkpoint
+
+
+def train_start(config: Path, directory: Path) -> dict:
+    """Train a start config into `directory`: `tsr sft` when it has an `sft:` section, else `tsr train`."""
+    raw = read_yaml_mapping(config, "start config", SweepError)
+    overrides = {"trainer.run_dir": str(directory)}
+    if "sft" in raw:
+        from tsr_cli.sft import SFTRun, load_sft_config
+
+        return SFTRun.create(load_sft_config(config, overrides), overwrite=True).train()
+    if (directory / "config.yaml").is_file():
+        return Run.resume(directory).train()
+    return Run.create(load_config(config, overrides)).train()
 
 
 def select(runs: list[PlannedRun], arms: list[str] = (), seeds: list[int] = ()) -> list[PlannedRun]:
@@ -217,19 +289,28 @@ def select(runs: list[PlannedRun], arms: list[str] = (), seeds: list[int] = ()) 
 def _state(cfg: TrainConfig) -> str:
     """A run dir made from another config is an error: reusing it would silently mix settings."""
     directory = cfg.resolved_run_dir()
-    if not (directory / "config.yaml").is_file():
-        return "new"
+    state = _on_disk(directory)
+    if state == "new":
+        return state
     key = _first_difference(_comparable(load_config(directory / "config.yaml")), _comparable(cfg))
     if key:
         raise SweepError(f"{directory} holds a run made with a different {key}; "
                          "delete it or choose another --out")
+    return state
+
+
+def _on_disk(directory: Path) -> str:
+    if not (directory / "config.yaml").is_file():
+        return "new"
     return "done" if (directory / "summary.json").is_file() else "resume"
 
 
 def _comparable(cfg: TrainConfig) -> dict:
-    """The config minus the run dir, which may be spelt differently (relative or absolute OUT)."""
+    """The config minus what does not change a run's numbers: its directory (spelt relative or
+    absolute), its tags (renaming the sweep file) and its loggers (adding wandb mid-sweep)."""
     flat = {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
-    flat.pop("trainer.run_dir")
+    for key in ("trainer.run_dir", "trainer.tags", "trainer.logger"):
+        flat.pop(key)
     return flat
 
 
@@ -238,34 +319,57 @@ def _first_difference(a: dict, b: dict) -> str | None:
 
 
 def train_run(run: PlannedRun, advance: Callable[[int], None]) -> dict:
-    """Finish one run and return its summary; `advance(n)` reports n more steps done."""
-    if run.state == "done":
+    """Finish one run and return its summary; `advance(n)` reports n more steps done.
+
+    What to do is read from the run dir now, not taken from the plan: a Ray
+    cell retried after its worker died finds the checkpoints of its first
+    attempt and resumes from the last one.
+    """
+    state = _on_disk(run.dir)
+    if state == "done":
         advance(run.cfg.trainer.steps)
-        return json.loads((run.dir / "summary.json").read_text())
+        return _summary(run)
 
     def on_step(record: dict) -> None:
         if record["step"] > 0:  # step 0 is the initial evaluation, not a training step
             advance(1)
 
-    job = Run.resume(run.dir, on_step) if run.state == "resume" else Run.create(run.cfg, on_step)
+    job = Run.resume(run.dir, on_step) if state == "resume" else Run.create(run.cfg, on_step)
     advance(job.trainer.step)
     return job.train()
 
 
-def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[int], None] = lambda n: None,
-              cells: list[tuple[str, int]] | None = None) -> pd.DataFrame:
-    """Train the runs one after another; results.csv is rewritten after each, so it holds what finished.
+def _summary(run: PlannedRun) -> dict:
+    return json.loads((run.dir / "summary.json").read_text())
 
+
+def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[float], None] = lambda n: None,
+              cells: list[tuple[str, int]] | None = None, executor=None,
+              on_result: Callable[[CellResult], None] = lambda result: None) -> list[CellResult]:
+    """Train the unfinished runs with `executor` (default: one after another, here); finished runs
+    are read, not sent to it. Returns each run's CellResult in the order they finished.
+
+    results.csv is rewritten as each run finishes, in sweep order, so it holds
+    what finished whatever the executor's order. `advance` counts runs.
     `cells` are the sweep's (arm, seed) pairs in sweep order (default: the
     runs'). Rows of those cells already in OUT/results.csv and not among
-    `runs` are kept, so re-running one selected cell does not drop the others.
+    `runs` are kept, so re-running one selected cell does not drop the others;
+    a run that fails leaves no row, so the next sweep runs it again.
     """
+    executor = executor or LocalExecutor()
     cells = cells or [(run.arm, run.seed) for run in runs]
     rows = _kept_rows(out, cells, runs)
-    for run in runs:
-        rows[(run.arm, run.seed)] = result_row(run, train_run(run, advance))
-        write_results(_in_order(rows, cells), out)
-    return _in_order(rows, cells)
+    finished = [CellResult(run, summary=_summary(run)) for run in runs if run.state == "done"]
+    advance(len(finished))
+    unfinished = executor.run([run for run in runs if run.state != "done"], train_run, advance)
+    results = []
+    for result in itertools.chain(finished, unfinished):
+        if result.ok:
+            rows[(result.run.arm, result.run.seed)] = result_row(result.run, result.summary)
+            write_results(_in_order(rows, cells), out)
+        on_result(result)
+        results.append(result)
+    return results
 
 
 def _kept_rows(out: Path, cells: list[tuple[str, int]], runs: list[PlannedRun]) -> dict:

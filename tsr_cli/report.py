@@ -23,19 +23,36 @@ def sweep_names(sweeps_dir: Path, results_dir: Path) -> list[str]:
             if (Path(results_dir) / path.stem / "table.md").is_file()]
 
 
+#: sweeps run before the trainer fixes (issue 10): experiments/sweeps/pre_fix/ -> results/pre_fix/
+ARCHIVE = "pre_fix"
+ARCHIVE_HEADING = ("#### Archive tables: before the trainer fixes\n\n"
+                   "Made at commit 8ad4ed8 from a `tiny` policy trained from scratch; the current code "
+                   "does not reproduce them (README, \"Before the trainer fixes\").\n")
+
+
 def render(sweeps_dir: Path, results_dir: Path) -> str:
-    """The generated block: one section per sweep with its table and its commands."""
-    parts = []
-    for name in sweep_names(sweeps_dir, results_dir):
-        caption, table = _split(Path(results_dir, name, "table.md").read_text())
-        sweep = f"experiments/sweeps/{name}.yaml"
-        parts.append(
-            f"#### {name}\n\n{caption}\n\n{table}\n"
-            f"Regenerate: `tsr compare {sweep}` (or `make reproduce`); one cell: "
-            f"`tsr compare {sweep} --arm ARM --seed SEED --out /tmp/cell`. "
-            f"Per-run rows: [`results/{name}/results.csv`](results/{name}/results.csv); "
-            f"curves: [`results/{name}/curves.csv`](results/{name}/curves.csv).\n")
+    """The generated block: one section per sweep with its table and its commands, then the archive."""
+    parts = [_section(name, results_dir, f"experiments/sweeps/{name}.yaml")
+             for name in sweep_names(sweeps_dir, results_dir)]
+    archived = sweep_names(Path(sweeps_dir) / ARCHIVE, Path(results_dir) / ARCHIVE)
+    if archived:
+        parts.append(ARCHIVE_HEADING)
+        parts += [_section(name, Path(results_dir) / ARCHIVE, None) for name in archived]
     return "\n".join(parts)
+
+
+def _section(name: str, results_dir: Path, sweep: str | None) -> str:
+    caption, table = _split(Path(results_dir, name, "table.md").read_text())
+    where = Path(results_dir, name).as_posix().split("results/", 1)[-1]
+    where = f"results/{where}" if not where.startswith("results/") else where
+    if sweep:
+        how = (f"Regenerate: `tsr compare {sweep}` (or `make reproduce`); one cell: "
+               f"`tsr compare {sweep} --arm ARM --seed SEED --out /tmp/cell`. ")
+    else:
+        how = "Made before the trainer fixes (see above). "
+    return (f"#### {name}\n\n{caption}\n\n{table}\n{how}"
+            f"Per-run rows: [`{where}/results.csv`]({where}/results.csv); "
+            f"curves: [`{where}/curves.csv`]({where}/curves.csv).\n")
 
 
 def _split(table_md: str) -> tuple[str, str]:

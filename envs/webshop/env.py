@@ -92,11 +92,14 @@ class WebShopEnv(TextEnv):
     ):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be 'ansi' or None, got {render_mode!r}")
+        if num_products is not None and (isinstance(num_products, bool) or not isinstance(num_products, int)
+                                         or num_products < 1):
+            raise ValueError(f"num_products must be a whole number >= 1 (or None for all), got {num_products!r}")
         self.render_mode = render_mode
         self.catalogue = load_catalogue(data_dir, goal_source, num_products, catalogue_seed)
         self.engine = search_engine(self.catalogue)
-        if split != "auto":
-            self.catalogue.split(split)  # fail now on an unknown split name
+        if split != "auto" and not self.catalogue.split(split):  # fail now, not at the first reset
+            raise self._empty(split)
         self.split = split
         charset = self.catalogue.charset
         self.observation_space = spaces.Text(max_length=self.catalogue.max_page_length, charset=charset)
@@ -191,11 +194,14 @@ class WebShopEnv(TextEnv):
             split, offset = ("test", HELD_OUT_SEED_START) if held_out else ("train", 0)
         indices = self.catalogue.split(split)
         if not indices:
-            raise ValueError(f"the {split!r} split of {self.catalogue} is empty; choose split= "
-                             f"'test', 'validation', 'train' or 'all'")
+            raise self._empty(split)
         if seed is None:
             return indices[int(self.np_random.integers(len(indices)))]
         return indices[(seed - offset) % len(indices)]
+
+    def _empty(self, split: str) -> ValueError:
+        return ValueError(f"the {split!r} split of {self.catalogue} is empty; choose split= "
+                          "'test', 'validation', 'train' or 'all', or more products")
 
     def _suggestions(self) -> tuple[str, ...]:
         """Queries for the search page's action list (see the module docstring)."""

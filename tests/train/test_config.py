@@ -31,6 +31,8 @@ def test_yaml_and_overrides(tmp_path):
     ({"trainer": {"group_size": 1}}, "group_size >= 2"),
     ({"algo": {"minibatch_size": 6, "grad_accum": 4}}, "multiple of"),
     ({"algo": {"filter_keep": 0}}, "filter_keep"),
+    ({"trainer": {"logger": ["jsonl", "mlflow"]}}, "unknown trainer.logger 'mlflow'; choose from jsonl, tensorboard"),
+    ({"trainer": {"logger": "wandb"}}, "trainer.logger must be list"),
 ])
 def test_bad_configs_say_what_is_wrong(raw, message):
     with pytest.raises(ConfigError, match=message):
@@ -58,7 +60,9 @@ def test_every_shipped_config_loads():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "experiments"
+    from tsr_cli.sft import load_sft_config
+
     files = [p for p in root.rglob("*.yaml") if "sweeps" not in p.parts]
     assert len(files) >= 25
     for path in files:
-        load_config(path)
+        (load_sft_config if "sft" in path.parts else load_config)(path)

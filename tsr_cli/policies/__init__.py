@@ -3,6 +3,9 @@
 `load_policy(spec)` resolves a policy name, directory or hub id:
 
 - `random`: uniformly drawn legal actions (`random.py`)
+- `expert`: the environment's expert, reading the prompt (`expert.py`); it
+  needs `make_env` (or plays `env_names[0]` with default arguments) and the
+  turn budget `max_turns`
 - `smollm2-135m`: the embedded SmolLM2-135M-Instruct (`smollm2.py`)
 - `tiny`: a randomly initialised small Llama (`tiny.py`)
 - a local directory: a Hugging Face model directory, or a tsr checkpoint
@@ -27,10 +30,25 @@ CHECKPOINT_MARKER = "tsr_checkpoint.json"
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def _random(*, seed: int, env_names=None, max_actions: int = 2, **kw) -> Policy:
+def _random(*, seed: int, env_names=None, max_actions: int = 2, device=None, dtype=None, **kw) -> Policy:
     from tsr_cli.policies.random import RandomPolicy
 
+    # no model, so no device or dtype: accepting them lets callers that build any
+    # policy (the trainer) reach their own, clearer error
     return RandomPolicy(seed=seed, max_actions=max_actions, **kw)
+
+
+def _expert(*, seed: int, env_names=None, make_env=None, max_turns=None, noise: float = 0.0,
+            **kw) -> Policy:
+    from tsr_cli.policies.expert import ExpertPolicy
+
+    if not env_names:
+        raise ValueError("the expert policy needs the environment it plays")
+    if make_env is None:
+        import envs
+
+        make_env = envs.factory(env_names[0])
+    return ExpertPolicy(env_names[0], make_env, max_turns=max_turns, noise=noise, seed=seed)
 
 
 def _smollm2(*, seed: int, env_names=None, **kw) -> Policy:
@@ -51,6 +69,7 @@ BACKENDS: dict[str, Callable[..., Policy]] = {
     "random": _random,
     "smollm2-135m": _smollm2,
     "tiny": _tiny,
+    "expert": _expert,
 }
 
 _checkpoint_loader: Callable[..., Policy] | None = None
@@ -94,9 +113,29 @@ def _load_directory(path: Path, *, seed: int, **kw) -> Policy:
         if _checkpoint_loader is None:
             raise ValueError(f"{path} is a tsr checkpoint but no checkpoint loader is registered")
         return _checkpoint_loader(path, seed=seed, **kw)
+    _not_a_tsr_directory(path)
+    from tsr_cli.policies.files import check_model_dir, held_transformers_warnings
     from tsr_cli.policies.hf import HFPolicy
 
-    return HFPolicy.from_pretrained(str(path), seed=seed, local_files_only=True, **kw)
+    check_model_dir(path)
+    try:
+        with held_transformers_warnings():
+            return HFPolicy.from_pretrained(str(path), seed=seed, local_files_only=True, **kw)
+    except RuntimeError as exc:  # transformers: tensors whose shapes config.json does not describe
+        if "mismatched" not in str(exc) and "size mismatch" not in str(exc):
+            raise
+        raise ValueError(f"{path}: the weights do not fit the model its config.json describes "
+                         "(tensor shapes differ)") from None
+
+
+def _not_a_tsr_directory(path: Path) -> None:
+    """A run directory, or a checkpoint whose save never finished, is not a model directory."""
+    if (path / "checkpoints").is_dir() and (path / "config.yaml").is_file():
+        raise ValueError(f"{path} is a tsr run directory; give one of its checkpoints, "
+                         f"e.g. {path / 'checkpoints' / 'step_N'}")
+    if (path / "trainer_state.json").is_file() or (path / "weights.safetensors").is_file():
+        raise ValueError(f"{path} is an incomplete tsr checkpoint: {CHECKPOINT_MARKER} is missing "
+                         "(its save did not finish); use an earlier step")
 
 
 __all__ = [

@@ -10,8 +10,16 @@
   `tsr_checkpoint.json`, the marker that makes the directory loadable by
   `tsr eval --policy DIR`.
 
-A checkpoint is written into a hidden temporary directory and renamed into
-place, so a kill during a save never leaves a `step_N` that looks complete.
+A checkpoint is written into a hidden temporary directory
+(`.tmp_step_N_<pid>`) and renamed into place, so a kill during a save never
+leaves a `step_N` that looks complete. Re-saving a step first renames the old
+copy aside (`.old_step_N_<pid>`) and deletes it only after the new one is in
+place; `clean_checkpoints`, run at start-up, puts an aside copy back if a
+kill fell between the two renames, and deletes what killed saves left.
+
+Resume takes the newest checkpoint that `verify_checkpoint` accepts: marker
+present, every file there and parseable (safetensors headers, JSON, YAML).
+Each error names the file that is bad.
 """
 
 from __future__ import annotations
@@ -24,35 +32,127 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from tsr_cli.errors import RunFault, first_line, is_disk_full
 from tsr_cli.policies import CHECKPOINT_MARKER, register_checkpoint_loader
-from tsr_cli.train.config import dump_config, load_config
+from tsr_cli.policies.files import BadFileError, check_safetensors, read_json
+from tsr_cli.train.config import ConfigError, dump_config, load_config
 
 FORMAT = 1
+#: the prefixes of a save in progress and of a re-saved step's old copy
+TMP, OLD = ".tmp_", ".old_"
+#: what `tsr eval` needs, and what resume needs on top
+POLICY_FILES = ("config.yaml", "weights.safetensors")
+RESUME_FILES = ("optimizer.safetensors", "trainer_state.json")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is incomplete, unreadable or does not fit the model; names the file."""
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / "checkpoints" / f"step_{step}"
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The complete checkpoint with the highest step, or None."""
+def _step_of(path: Path) -> int | None:
+    number = path.name.removeprefix("step_")
+    return int(number) if path.name.startswith("step_") and number.isdigit() else None
+
+
+def latest_checkpoint(run_dir: Path, on_skip=None) -> Path | None:
+    """The newest checkpoint that resume can read, or None.
+
+    Newer ones that fail `verify_checkpoint` are skipped; `on_skip(message)`
+    hears about each (one line naming the checkpoint and its bad file).
+    """
     root = Path(run_dir) / "checkpoints"
-    done = [p for p in root.glob("step_*") if (p / CHECKPOINT_MARKER).is_file()] if root.is_dir() else []
-    return max(done, key=lambda p: int(p.name.split("_")[1]), default=None)
+    found = [p for p in root.iterdir() if p.is_dir() and _step_of(p) is not None] if root.is_dir() else []
+    for path in sorted(found, key=_step_of, reverse=True):
+        try:
+            verify_checkpoint(path, resume=True)
+        except CheckpointError as exc:
+            if on_skip:
+                on_skip(f"skipping checkpoint {path.name}: {exc}")
+            continue
+        return path
+    return None
+
+
+def verify_checkpoint(path: Path, resume: bool = False) -> None:
+    """Raise CheckpointError naming the first missing or unreadable file of a checkpoint."""
+    path = Path(path)
+    if not (path / CHECKPOINT_MARKER).is_file():
+        raise CheckpointError(f"{path} is incomplete: {CHECKPOINT_MARKER} is missing "
+                              "(its save did not finish)")
+    names = POLICY_FILES + (RESUME_FILES if resume else ())
+    try:
+        read_json(path / CHECKPOINT_MARKER)
+        for name in names:
+            if name.endswith(".safetensors"):
+                check_safetensors(path / name)
+            elif name.endswith(".json"):
+                read_json(path / name)
+        load_config(path / "config.yaml")
+    except (BadFileError, ConfigError) as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def clean_checkpoints(run_dir: Path) -> None:
+    """Start-up: finish or undo what a killed save left in `checkpoints/`.
+
+    A `.tmp_` directory is a save that never finished: deleted. An `.old_`
+    directory is the previous copy of a re-saved step: put back if the kill
+    fell before the new copy was renamed into place, else deleted.
+    """
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return
+    for path in root.iterdir():
+        if path.name.startswith(TMP):
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name.startswith(OLD):
+            final = root / path.name.removeprefix(OLD).rsplit("_", 1)[0]
+            if final.exists():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.replace(path, final)
 
 
 def save_checkpoint(trainer, run_dir: Path) -> Path:
-    """Write `checkpoints/step_<trainer.step>` atomically and return its path."""
+    """Write `checkpoints/step_<trainer.step>` atomically and return its path.
+
+    At every moment a complete copy of the step (old or new) is on disk
+    under its own name or, between two renames, under `.old_`; see
+    `clean_checkpoints`. A full disk is a RunFault that leaves earlier
+    checkpoints untouched and removes the partial save.
+    """
     final = checkpoint_dir(run_dir, trainer.step)
-    tmp = final.parent / f".tmp_{final.name}_{os.getpid()}"
+    tmp = final.parent / f"{TMP}{final.name}_{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    _write_contents(trainer, tmp)
+    try:
+        tmp.mkdir(parents=True)
+        _write_contents(trainer, tmp)
+    except BaseException as exc:  # Ctrl-C too: a partial save is never worth keeping
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc):
+            raise _disk_full(final) from None
+        raise
+    _swap_into_place(tmp, final)
+    return final
+
+
+def _swap_into_place(tmp: Path, final: Path) -> None:
+    old = final.parent / f"{OLD}{final.name}_{os.getpid()}"
     if final.exists():
-        shutil.rmtree(final)
+        os.replace(final, old)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
-    return final
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _disk_full(final: Path) -> RunFault:
+    free = shutil.disk_usage(final.parent).free / 2**20
+    return RunFault(f"no space left on the device holding {final.parent} ({free:.0f} MiB free) while "
+                    f"writing checkpoint {final.name}; earlier checkpoints are intact")
 
 
 def _write_contents(trainer, path: Path) -> None:
@@ -97,27 +197,39 @@ def load_into(trainer, path: Path) -> None:
     path = Path(path)
     _load_weights(trainer.model, path)
     tensors = load_file(str(path / "optimizer.safetensors"))
-    state = json.loads((path / "trainer_state.json").read_text())
-    _restore_optimizer(trainer.optimizer, tensors, state["param_groups"])
-    trainer.policy.generator.set_state(tensors["rng.sampler"])
-    trainer.shuffle.set_state(tensors["rng.shuffle"])
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]
-    if cuda:
-        torch.cuda.set_rng_state_all(cuda)
-    trainer.step = state["step"]
-    trainer.totals = state["totals"]
-    trainer.initial_eval = state["initial_eval"]
-    trainer.last_eval = state["last_eval"]
+    state = read_json(path / "trainer_state.json")
+    try:
+        _restore_optimizer(trainer.optimizer, tensors, state["param_groups"])
+        trainer.policy.generator.set_state(tensors["rng.sampler"])
+        trainer.shuffle.set_state(tensors["rng.shuffle"])
+        torch.set_rng_state(tensors["rng.torch"])
+        cuda = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]
+        if cuda:
+            torch.cuda.set_rng_state_all(cuda)
+        trainer.step = state["step"]
+        trainer.totals = state["totals"]
+        trainer.initial_eval = state["initial_eval"]
+        trainer.last_eval = state["last_eval"]
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path / 'optimizer.safetensors'} or {path / 'trainer_state.json'} does "
+                              f"not fit this run's optimiser or trainer ({first_line(exc)})") from None
 
 
 def _load_weights(model, path: Path) -> None:
     """Copy `weights.safetensors` into every trained tensor of `model`, by name."""
-    weights = load_file(str(path / "weights.safetensors"))
+    file = path / "weights.safetensors"
+    check_safetensors(file)
+    weights = load_file(str(file))
     named = model.named_trainable()
-    missing = set(named) - set(weights)
-    if missing:
-        raise ValueError(f"{path}: checkpoint lacks {len(missing)} trained tensors, e.g. {sorted(missing)[0]}")
+    missing, extra = sorted(set(named) - set(weights)), sorted(set(weights) - set(named))
+    if missing or extra:
+        what = f"lacks {len(missing)} tensors the model trains, e.g. {missing[0]}" if missing else \
+            f"has {len(extra)} tensors the model lacks, e.g. {extra[0]}"
+        raise CheckpointError(f"{file} does not fit the model: it {what}")
+    wrong = next((n for n, p in named.items() if p.shape != weights[n].shape), None)
+    if wrong:
+        raise CheckpointError(f"{file} does not fit the model: {wrong} has shape "
+                              f"{tuple(weights[wrong].shape)}, the model's is {tuple(named[wrong].shape)}")
     with torch.no_grad():
         for name, param in named.items():
             param.copy_(weights[name])
@@ -137,6 +249,7 @@ def checkpoint_defaults(path: Path) -> dict:
     """The env and protocol settings a checkpoint was trained with ({} if not a checkpoint)."""
     if not (Path(path) / CHECKPOINT_MARKER).is_file():
         return {}
+    verify_checkpoint(path)
     cfg = load_config(Path(path) / "config.yaml")
     found = {"env": cfg.env.name, "env_args": cfg.env.args, "max_turns": cfg.env.max_turns,
              "actions_per_turn": cfg.env.actions_per_turn, "answer_only": cfg.env.answer_only,
@@ -148,9 +261,14 @@ def load_checkpoint_policy(path: Path, *, seed: int = 0, **kw):
     """Rebuild the trained policy from a checkpoint directory (for `tsr eval`)."""
     from tsr_cli.train.model import TrainableModel, build_policy
 
+    verify_checkpoint(path)
     cfg = load_config(Path(path) / "config.yaml")
     # the base weights (tiny's random init) come from the training seed
-    policy = build_policy(cfg.policy, cfg.env.name, cfg.trainer.seed, kw.get("device", "cpu"))
+    try:
+        policy = build_policy(cfg.policy, cfg.env.name, cfg.trainer.seed, kw.get("device", "cpu"))
+    except (ValueError, OSError) as exc:
+        raise CheckpointError(f"{path} was trained from policy {cfg.policy.name!r}, which does not "
+                              f"load: {first_line(exc)}") from None
     policy.generator.manual_seed(seed)
     critic = cfg.algo.critic if cfg.algo.name == "ppo" else None
     model = TrainableModel(policy, cfg.policy, critic)

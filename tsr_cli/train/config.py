@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from tsr_cli.search import SearchConfig
+from tsr_cli.train.loggers import LOGGERS
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -180,11 +181,21 @@ class TrainerSection:
     gradient_checkpointing: bool = False
     #: dtype of the frozen KL reference copy (full fine-tuning with kl_coef > 0)
     reference_dtype: str = "bfloat16"
+    #: where step records go: jsonl (RUN_DIR/metrics.jsonl, always written), tensorboard
+    #: (RUN_DIR/tensorboard/, pip install 'tsr[tensorboard]'), wandb (pip install 'tsr[wandb]';
+    #: WANDB_PROJECT, WANDB_MODE=offline etc. are read from the environment)
+    logger: list = field(default_factory=lambda: ["jsonl"])
+    #: labels the loggers attach to the run (wandb tags, group and name); tsr compare sets
+    #: {sweep, arm, seed} for each of its runs
+    tags: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("steps", "groups", "group_size", "eval_episodes", "rollout_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"trainer.{name} must be >= 1")
+        unknown = [name for name in self.logger if name not in LOGGERS]
+        if unknown:
+            raise ConfigError(f"unknown trainer.logger {unknown[0]!r}; choose from {', '.join(LOGGERS)}")
         if self.eval_every < 0 or self.save_every < 0:
             raise ConfigError("trainer.eval_every and trainer.save_every must be >= 0")
         if self.logprob_chunk < 0:
@@ -294,6 +305,12 @@ def build_config(raw: dict) -> TrainConfig:
         return TrainConfig(**sections)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
+
+
+def build_section(name: str, cls, values: dict):
+    """One section dataclass from a mapping, with the same key and type checks (for configs
+    that add sections of their own, such as `tsr sft`'s)."""
+    return _build_section(name, cls, values)
 
 
 def _build_section(name: str, cls, values: dict):

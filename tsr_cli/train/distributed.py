@@ -126,6 +126,12 @@ class World:
         dist.all_reduce(y, op=op)
         return y.to(x.device)
 
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is true on any rank (all ranks must agree to stop together)."""
+        if self.backend is None:
+            return bool(flag)
+        return bool(self.all_max(torch.tensor([float(bool(flag))], device=self.device)))
+
     def gather(self, items: list) -> list:
         """Every rank's list, concatenated in rank order (small picklable items)."""
         if self.backend is None:

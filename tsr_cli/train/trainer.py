@@ -117,14 +117,18 @@ class Trainer:
         return [int(s) for s in rng.integers(0, EVAL_SEED_OFFSET, size=self.cfg.trainer.groups)]
 
     # ------------------------------------------------------------------- loop
-    def run(self, save=None) -> None:
-        """Train from `self.step` to `trainer.steps`; `save(step)` writes checkpoints."""
+    def run(self, save=None, should_stop=None) -> None:
+        """Train from `self.step` to `trainer.steps`; `save(step)` writes checkpoints.
+
+        `should_stop()` is asked before each step; True returns early, after the
+        last step's log and checkpoint (Ctrl-C: the caller saves and exits).
+        """
         t = self.cfg.trainer
         if self.step == 0 and self.initial_eval is None:
             self.initial_eval = self.evaluate()
             self.last_eval = self.initial_eval
             self.on_step({"step": 0, **_val(self.initial_eval)})
-        while self.step < t.steps:
+        while self.step < t.steps and not (should_stop and should_stop()):
             record = self.train_step()
             if self._due(t.eval_every) or self.step == t.steps:
                 with _timed(record, "eval"):

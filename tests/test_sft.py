@@ -1,0 +1,161 @@
+"""`tsr sft`: demonstrations from training seeds, in the tokens RL samples, saved as checkpoints."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import envs
+from tsr_cli.cli import main
+from tsr_cli.evaluate import EVAL_SEED_OFFSET
+from tsr_cli.policies import load_policy
+from tsr_cli.policies.base import SamplingParams
+from tsr_cli.rollout import rollout
+from tsr_cli.sft import SFTRun, demo_seeds, load_sft_config, protocol_of
+
+ROOT = Path(__file__).resolve().parents[1]
+SOKOBAN = ["--config", str(ROOT / "experiments/sft/sokoban_tiny.yaml"), "--set", "trainer.eval_episodes=4",
+           "--set", "policy.tiny_hidden=32", "--set", "policy.tiny_layers=1"]
+
+
+def sokoban_cfg(tmp_path, **sft):
+    overrides = {"trainer.run_dir": str(tmp_path / "run"), "trainer.eval_episodes": 4,
+                 "policy.tiny_hidden": 32, "policy.tiny_layers": 1, **{f"sft.{k}": v for k, v in sft.items()}}
+    return load_sft_config(ROOT / "experiments/sft/sokoban_tiny.yaml", overrides)
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("sft") / "run"
+    code = main(["sft", *SOKOBAN, "--demos", "6", "--epochs", "2", "--run-dir", str(run_dir)])
+    assert code == 0
+    return run_dir
+
+
+def test_demo_seeds_are_training_seeds():
+    seeds = demo_seeds(0, 500)
+    assert len(set(seeds)) == 500 and max(seeds) < EVAL_SEED_OFFSET
+    assert seeds == demo_seeds(0, 500) and seeds != demo_seeds(1, 500)
+
+
+def test_run_directory_contract(sft_run):
+    summary = json.loads((sft_run / "summary.json").read_text())
+    for key in ("initial_val_success_rate", "final_val_success_rate", "final_val_sampled_success_rate",
+                "expert_val_success_rate", "demo_success_rate", "steps", "checkpoint"):
+        assert key in summary, key
+    assert summary["steps"] == 2 * 1  # 6 demos in batches of 16, twice
+    assert summary["expert_val_success_rate"] == 1.0
+    step = sft_run / "checkpoints" / f"step_{summary['steps']}"
+    assert (step / "tsr_checkpoint.json").is_file() and Path(summary["checkpoint"]) == step
+    records = [json.loads(line) for line in (sft_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and all(r["loss"] > 0 for r in records)
+    assert load_sft_config(sft_run / "sft.yaml").sft.demos == 6
+
+
+def test_checkpoint_holds_every_weight_and_evaluates_like_the_run(sft_run, capsys):
+    """Full fine-tuning of tiny: all weights are saved (its base init is only a seed)."""
+    step = sft_run / "checkpoints/step_2"
+    saved = load_file(str(step / "weights.safetensors"))
+    fresh = load_policy("tiny", seed=0, env_names=["sokoban"], hidden=32, layers=1).model
+    assert {f"policy.{k}" for k, _ in fresh.named_parameters()} == set(saved)
+    loaded = load_policy(str(step), seed=0).model
+    for name, param in loaded.named_parameters():
+        assert torch.equal(param, saved[f"policy.{name}"])
+    assert main(["eval", "--policy", str(step), "--episodes", "4", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = json.loads((sft_run / "summary.json").read_text())
+    assert result["success_rate"] == summary["final_val_success_rate"]
+
+
+def test_a_train_config_can_start_from_the_checkpoint(sft_run):
+    from tsr_cli.train.config import load_config
+    from tsr_cli.train.trainer import Trainer
+
+    step = sft_run / "checkpoints/step_2"
+    cfg = load_config(ROOT / "experiments/tiny/sokoban_grpo_none.yaml", {"policy.name": str(step)})
+    trainer = Trainer(cfg)
+    saved = load_file(str(step / "weights.safetensors"))
+    for name, param in trainer.model.model.named_parameters():
+        assert torch.equal(param, saved[f"policy.{name}"])
+
+
+def test_demonstrations_are_what_rl_would_sample(tmp_path):
+    """A policy that samples exactly the expert's answers, in the learner's tokens and budget,
+    through the RL rollout path, produces the very token sequences and masks SFT trains on."""
+    cfg = sokoban_cfg(tmp_path, demos=3)
+    run = SFTRun.create(cfg)
+    codec, budget = run.trainer.policy.codec, cfg.train.policy.max_new_tokens
+    answers = {d.seed: [codec.encode(t.completion.text)[:budget] for t in d.turns] for d in run.demos}
+    replay = ScriptedPolicy(codec, answers, run.trainer.protocol)
+    result = rollout(replay, run.trainer.make_env, [d.seed for d in run.demos], cfg.train.search,
+                     SamplingParams(max_new_tokens=budget), run.trainer.protocol, env_name="sokoban")
+    for sampled, learned in zip(result.trajectories, run.learner_demos):
+        assert sampled.token_ids() == learned.token_ids()
+        assert sampled.loss_mask() == learned.loss_mask()
+        assert sum(learned.loss_mask()) == sum(len(t.completion.token_ids) for t in learned.turns) > 0
+
+
+class ScriptedPolicy:
+    """Answers seed s's turn t with the given ids; recognises the seed by its first prompt."""
+
+    def __init__(self, codec, answers, protocol):
+        from tsr_cli.agent.episode import Episode
+
+        self.codec, self.name = codec, "scripted"
+        self.first = {}
+        for seed in answers:
+            episode = Episode.start(envs.make("sokoban"), codec, protocol, seed=seed)
+            self.first[tuple(episode.prompt())] = seed
+        self.answers = answers
+
+    def generate(self, prompts, n, params):
+        from tsr_cli.policies.base import Completion
+
+        out = []
+        for prompt in prompts:
+            # each earlier turn closed two messages (answer, reply) after the first user message
+            (seed, turn), = [(s, (prompt.count(self.codec.eos_token_id) - 1) // 2)
+                             for p, s in self.first.items() if tuple(prompt[:len(p)]) == p]
+            ids = self.answers[seed][turn]
+            out.append([Completion(ids, [0.0] * len(ids), self.codec.decode(ids))] * n)
+        return out
+
+
+def test_learning_lowers_the_loss_and_is_reproducible(tmp_path):
+    def losses(name):
+        cfg = sokoban_cfg(tmp_path / name, demos=8, epochs=8, batch_size=4, lr=0.01)
+        run = SFTRun.create(cfg)
+        seen = []
+        run.trainer.fit(run.batch, lambda record: seen.append(record["loss"]))
+        return seen
+
+    first = losses("a")
+    assert first[-1] < 0.5 * first[0]
+    assert first == losses("b")
+
+
+def test_eval_expert_from_the_cli(capsys):
+    assert main(["eval", "--env", "frozenlake", "--policy", "expert", "--max-turns", "10",
+                 "--actions-per-turn", "1", "--answer-only", "--episodes", "20", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["success_rate"] > 0.5 and result["invalid_action_rate"] == 0.0
+
+
+class NoExpertEnv(envs.TextEnv):
+    action_names = ["wait"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--env", "chess", "--policy", "tiny", "--demos", "4"], "unknown environment"),
+    (["--env", "sokoban", "--policy", "tiny", "--demos", "0"], "sft.demos must be >= 1"),
+    (["--env", "noexpert", "--policy", "tiny", "--demos", "4"], "has no expert"),
+    (["--env", "sokoban", "--policy", "random", "--demos", "4"], "no weights to train"),
+    (["--env", "sokoban", "--policy", "tiny", "--demos", "4", "--set", "sft.bogus=1"], "sft.bogus"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(envs.base._REGISTRY, "noexpert", NoExpertEnv)
+    code = main(["sft", *args, "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("tsr: error:") and message in err and "\n" not in err

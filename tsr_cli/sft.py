@@ -1,0 +1,351 @@
+"""`tsr sft`: supervised warm starts from the environment's expert.
+
+Demonstrations: the `expert` policy plays training seeds (never the held-out
+ones, which start at EVAL_SEED_OFFSET). Each expert answer is then tokenized
+with the learner's own codec, cut at `policy.max_new_tokens` as a sample of
+that length would be, and applied through the same `Episode` (agent protocol,
+chat template, prompt deltas) that RL rollouts use. So a demonstration's
+`token_ids()` and `loss_mask()` are exactly the sequence an RL rollout that
+sampled these answers would train on, and SFT learns the tokens RL samples.
+
+Loss: cross-entropy on model tokens (loss mask 1), a token mean per
+optimiser step. Full fine-tuning or LoRA, as `policy.lora` says.
+
+Config: a train config (sections env, policy, search, algo, trainer) plus a
+section `sft` (`SFTSection`); `tsr sft --config FILE` reads it, flags and
+`--set sft.key=value` override it. The run directory holds:
+
+    config.yaml      the train config: checkpoints load like RL ones, and a train
+                     config can start from one (`policy.name: DIR/checkpoints/step_N`)
+    sft.yaml         the whole SFT config (`tsr sft --config DIR/sft.yaml` repeats the run)
+    metrics.jsonl    one record per optimiser step
+    checkpoints/step_N/
+    summary.json     held-out success before and after (greedy and sampled) and the expert's
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean
+
+import numpy as np
+import torch
+import yaml
+
+from tsr_cli.agent.episode import Episode
+from tsr_cli.agent.protocol import ProtocolConfig
+from tsr_cli.agent.trajectory import Trajectory
+from tsr_cli.evaluate import EVAL_SEED_OFFSET, eval_seeds, evaluate
+from tsr_cli.policies.base import Completion, SamplingParams
+from tsr_cli.rollout import rollout
+from tsr_cli.train.batch import TokenBatch, build_batch
+from tsr_cli.train.checkpoint import save_checkpoint
+from tsr_cli.train.config import (
+    SECTIONS,
+    ConfigError,
+    TrainConfig,
+    build_config,
+    build_section,
+    dump_config,
+    read_yaml_mapping,
+)
+from tsr_cli.train.model import TrainableModel, build_policy
+
+#: stream of the demonstration seeds, apart from the trainer's per-step draws
+DEMO_STREAM = 5_117
+#: the expert writes whole answers; the learner's budget cuts them afterwards
+EXPERT_ANSWER_LIMIT = 4096
+
+
+@dataclass
+class SFTSection:
+    #: expert episodes, on training seeds
+    demos: int = 64
+    #: passes over the demonstrations
+    epochs: int = 5
+    lr: float = 1e-3
+    #: demonstrations per optimiser step
+    batch_size: int = 8
+    #: micro-batches accumulated inside one optimiser step (memory bound)
+    grad_accum: int = 1
+    #: probability that a demonstration turn is uniformly drawn legal actions instead of the
+    #: expert's answer (the episode goes on from where they lead): a worse teacher, for
+    #: deliberately partial starts
+    noise: float = 0.0
+    #: learn only from demonstrations that succeeded
+    successes_only: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("demos", "epochs", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"sft.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"sft.lr must be > 0, got {self.lr}")
+        if not 0 <= self.noise <= 1:
+            raise ConfigError(f"sft.noise must be in [0, 1], got {self.noise}")
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(f"sft.batch_size ({self.batch_size}) must be a multiple of "
+                              f"sft.grad_accum ({self.grad_accum})")
+
+
+@dataclass
+class SFTConfig:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sft: SFTSection = field(default_factory=SFTSection)
+
+    def to_dict(self) -> dict:
+        return {**self.train.to_dict(), "sft": dataclasses.asdict(self.sft)}
+
+    def resolved_run_dir(self) -> Path:
+        t = self.train
+        if t.trainer.run_dir:
+            return Path(t.trainer.run_dir)
+        policy = Path(t.policy.name).name or "policy"
+        return Path("runs") / f"sft-{t.env.name}-{policy}-s{t.trainer.seed}"
+
+
+def load_sft_config(path: str | Path | None = None, overrides: dict | None = None) -> SFTConfig:
+    """A train config plus its `sft` section, with dotted `section.key` overrides applied."""
+    raw = read_yaml_mapping(Path(path)) if path is not None else {}
+    sft_raw = dict(raw.pop("sft", None) or {})
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ConfigError(f"override {dotted!r} must look like section.key")
+        if section != "sft" and section not in SECTIONS:
+            raise ConfigError(f"unknown config section {section!r}; known: {', '.join([*SECTIONS, 'sft'])}")
+        target = sft_raw if section == "sft" else raw.setdefault(section, {})
+        target[key] = value
+    return SFTConfig(build_config(raw), build_section("sft", SFTSection, sft_raw))
+
+
+def check_env(cfg: SFTConfig) -> None:
+    """ValueError unless the config's environment exists and has an expert to learn from."""
+    import envs
+    from envs.experts import has_expert
+
+    name = cfg.train.env.name
+    if name not in envs.registered():
+        raise ValueError(f"unknown environment {name!r}; choose one of {', '.join(envs.registered())}")
+    if not has_expert(name):
+        raise ValueError(f"environment {name!r} has no expert to learn from")
+
+
+def protocol_of(cfg: TrainConfig) -> ProtocolConfig:
+    env = cfg.env
+    return ProtocolConfig(env.max_turns, env.actions_per_turn, env.answer_only, env.format_penalty)
+
+
+def demo_seeds(seed: int, count: int) -> list[int]:
+    """`count` distinct training instances (below EVAL_SEED_OFFSET), a pure function of `seed`."""
+    rng = np.random.default_rng([seed, DEMO_STREAM])
+    return [int(s) for s in rng.choice(EVAL_SEED_OFFSET, size=count, replace=False)]
+
+
+def make_expert(cfg: TrainConfig, make_env, noise: float = 0.0, seed: int = 0):
+    """The environment's expert as a policy, told the episode's turn budget."""
+    from tsr_cli.policies import load_policy
+
+    max_turns = protocol_of(cfg).resolved(make_env()).max_turns
+    return load_policy("expert", seed=seed, env_names=[cfg.env.name], make_env=make_env,
+                       max_turns=max_turns, noise=noise)
+
+
+# ------------------------------------------------------------- demonstrations
+
+
+def expert_demos(cfg: SFTConfig, make_env) -> list[Trajectory]:
+    """The expert's episodes on the demonstration seeds, in its own (byte) tokens."""
+    train = cfg.train
+    expert = make_expert(train, make_env, cfg.sft.noise, seed=train.trainer.seed)
+    protocol = protocol_of(train)
+    params = SamplingParams(temperature=0.0, max_new_tokens=EXPERT_ANSWER_LIMIT, stop=protocol.stop)
+    search = dataclasses.replace(train.search, strategy="none", seed=train.trainer.seed)
+    result = rollout(expert, make_env, demo_seeds(train.trainer.seed, cfg.sft.demos), search, params,
+                     protocol, env_name=train.env.name, batch_groups=train.trainer.rollout_batch)
+    return result.trajectories
+
+
+def learner_trajectory(demo: Trajectory, make_env, codec, protocol: ProtocolConfig,
+                       max_new_tokens: int) -> Trajectory:
+    """Replay a demonstration's answers in the learner's tokens, through the agent protocol.
+
+    The environment is reset with the demonstration's seed and takes the same
+    actions in the same order, so its random outcomes (FrozenLake's slips)
+    repeat exactly; the check below fails loudly if they ever did not.
+    """
+    episode = Episode.start(make_env(), codec, protocol, seed=demo.seed, env_name=demo.env_name,
+                            group=demo.group)
+    for turn in demo.turns:
+        ids = codec.encode(turn.completion.text)
+        finish = "length" if len(ids) > max_new_tokens else "stop"
+        ids = ids[:max_new_tokens]
+        learned = episode.apply(Completion(ids, [0.0] * len(ids), codec.decode(ids), finish))
+        if _squashed(learned.executed) != _squashed(turn.executed) or learned.rewards != turn.rewards:
+            raise ValueError(f"the learner's tokens change the expert's answer {turn.completion.text!r} "
+                             f"(it reads {learned.executed}); raise policy.max_new_tokens "
+                             f"({max_new_tokens}) or use a tokenizer that can spell it")
+    if episode.traj.success != demo.success:
+        raise RuntimeError(f"replaying demonstration seed {demo.seed} changed its outcome")
+    return episode.traj
+
+
+def _squashed(actions) -> list[str]:
+    """Actions without whitespace: word-level tokenizers decode `click[x]` as `click [ x ]`."""
+    return ["".join(a.split()) for a in actions]
+
+
+# ------------------------------------------------------------------ training
+
+
+class SFTTrainer:
+    """Model, optimiser and counters of one SFT run.
+
+    It has the attributes `save_checkpoint` reads from an RL trainer (model,
+    optimizer, policy.generator, shuffle, step, totals, evaluations, cfg), so
+    SFT checkpoints are ordinary tsr checkpoints.
+    """
+
+    def __init__(self, cfg: SFTConfig):
+        import envs
+
+        train = cfg.train
+        self.cfg, self.sft = train, cfg.sft
+        torch.manual_seed(train.trainer.seed)
+        self.policy = build_policy(train.policy, train.env.name, train.trainer.seed, train.trainer.device)
+        self.model = TrainableModel(self.policy, train.policy, critic=None)
+        self.optimizer = torch.optim.AdamW(self.model.actor_parameters(), lr=cfg.sft.lr,
+                                           weight_decay=train.algo.weight_decay)
+        self.shuffle = torch.Generator().manual_seed(train.trainer.seed)
+        self.step = 0
+        self.totals = {"wall_seconds": 0.0}
+        self.initial_eval: dict | None = None
+        self.last_eval: dict | None = None
+        self.make_env = envs.factory(train.env.name, **train.env.args)
+        self.protocol = protocol_of(train)
+
+    def learner_demos(self, demos: list[Trajectory]) -> list[Trajectory]:
+        kept = [d for d in demos if d.success] if self.sft.successes_only else demos
+        if not kept:
+            raise ValueError("no demonstration succeeded; set sft.successes_only=false or add demos")
+        return [learner_trajectory(d, self.make_env, self.policy.codec, self.protocol,
+                                   self.cfg.policy.max_new_tokens) for d in kept]
+
+    def steps_per_epoch(self, n_demos: int) -> int:
+        return math.ceil(n_demos / self.sft.batch_size)
+
+    def fit(self, batch: TokenBatch, on_step=None) -> None:
+        """`epochs` shuffled passes of AdamW steps on the token-mean cross-entropy."""
+        on_step = on_step or (lambda record: None)
+        for epoch in range(1, self.sft.epochs + 1):
+            order = torch.randperm(len(batch), generator=self.shuffle)
+            for rows in order.split(self.sft.batch_size):
+                start = time.perf_counter()
+                record = {"step": self.step + 1, "epoch": epoch, **self._update(batch, rows)}
+                self.step += 1
+                self.totals["wall_seconds"] += time.perf_counter() - start
+                record["wall_seconds"] = round(self.totals["wall_seconds"], 3)
+                on_step(record)
+
+    def _update(self, batch: TokenBatch, rows: torch.Tensor) -> dict:
+        self.optimizer.zero_grad(set_to_none=True)
+        total = batch.mask[rows].sum().clamp(min=1.0)
+        loss = 0.0
+        for part in rows.split(math.ceil(len(rows) / self.sft.grad_accum)):
+            sub = batch.select(part)
+            nll = -(self.model.forward(sub).logprobs * sub.mask).sum() / total
+            nll.backward()
+            loss += nll.item()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.actor_parameters(), self.cfg.algo.max_grad_norm)
+        self.optimizer.step()
+        return {"loss": loss, "grad_norm": float(norm)}
+
+    def evaluate(self, policy=None, temperature: float | None = None) -> dict:
+        """Held-out instances with `trainer.eval_search`, at `temperature` (eval_temperature)."""
+        train = self.cfg
+        temp = train.policy.eval_temperature if temperature is None else temperature
+        search = dataclasses.replace(train.search, strategy=train.trainer.eval_search, seed=train.trainer.seed)
+        params = SamplingParams(temp, train.policy.top_p, train.policy.max_new_tokens, self.protocol.stop)
+        if policy is None:
+            policy = self.policy
+        return evaluate(policy, self.make_env, eval_seeds(train.trainer.eval_episodes), search, params,
+                        self.protocol, env_name=train.env.name, batch_groups=train.trainer.rollout_batch)
+
+
+class SFTRun:
+    """An SFT run directory: `create` collects the demonstrations, `train` does the rest."""
+
+    def __init__(self, cfg: SFTConfig, run_dir: Path):
+        self.cfg = cfg
+        self.dir = Path(run_dir)
+        self.trainer = SFTTrainer(cfg)
+        start = time.perf_counter()
+        self.demos = expert_demos(cfg, self.trainer.make_env)
+        self.learner_demos = self.trainer.learner_demos(self.demos)
+        self.batch = build_batch(self.learner_demos, self.trainer.policy.codec.pad_token_id)
+        self.demo_seconds = time.perf_counter() - start
+
+    @classmethod
+    def create(cls, cfg: SFTConfig, overwrite: bool = False) -> "SFTRun":
+        check_env(cfg)
+        run_dir = cfg.resolved_run_dir()
+        if (run_dir / "sft.yaml").exists() or (run_dir / "config.yaml").exists():
+            if not overwrite:
+                raise FileExistsError(f"run directory {run_dir} already holds a run; use --overwrite "
+                                      "to replace it, or --run-dir")
+            shutil.rmtree(run_dir)
+        run = cls(cfg, run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg.train, run_dir / "config.yaml")
+        (run_dir / "sft.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return run
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.sft.epochs * self.trainer.steps_per_epoch(len(self.learner_demos))
+
+    def train(self, on_step=None) -> dict:
+        """Evaluate, fit, checkpoint, evaluate again (greedy, sampled, and the expert); summarise."""
+        trainer = self.trainer
+        trainer.initial_eval = trainer.evaluate()
+        (self.dir / "metrics.jsonl").write_text("")
+
+        def log(record: dict) -> None:
+            with open(self.dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            if on_step:
+                on_step(record)
+
+        trainer.fit(self.batch, log)
+        trainer.last_eval = trainer.evaluate()
+        save_checkpoint(trainer, self.dir)
+        sampled = trainer.evaluate(temperature=trainer.cfg.policy.temperature)
+        expert = trainer.evaluate(make_expert(trainer.cfg, trainer.make_env))
+        summary = self.summary(sampled, expert)
+        (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+    def summary(self, sampled: dict, expert: dict) -> dict:
+        t, sft = self.trainer, self.cfg.sft
+        return {
+            "env": t.cfg.env.name, "policy": t.cfg.policy.name, "demos": sft.demos, "epochs": sft.epochs,
+            "noise": sft.noise, "steps": t.step,
+            "checkpoint": str(self.dir / "checkpoints" / f"step_{t.step}"),
+            "demo_success_rate": fmean(float(d.success) for d in self.demos),
+            "demos_learned": len(self.learner_demos),
+            "demo_model_tokens": int(self.batch.mask.sum()),
+            "initial_val_success_rate": t.initial_eval["success_rate"],
+            "final_val_success_rate": t.last_eval["success_rate"],
+            "final_val_invalid_action_rate": t.last_eval["invalid_action_rate"],
+            "final_val_sampled_success_rate": sampled["success_rate"],
+            "expert_val_success_rate": expert["success_rate"],
+            "eval_episodes": t.cfg.trainer.eval_episodes,
+            "demo_seconds": round(self.demo_seconds, 3),
+            "train_seconds": round(t.totals["wall_seconds"], 3),
+        }
