@@ -6,9 +6,11 @@ Trains the same config (same global batch and seeds) in one process, then
 across `--nproc` processes under torchrun, and reads each run's
 metrics.jsonl: seconds per training step (rollout + filter + logprobs +
 advantages + update, the mean over steps) and its split by phase, with the
-evaluations apart. torchrun gives each process OMP_NUM_THREADS=1 and a
-plain process keeps torch's default (a thread per core); `--one-thread`
-adds a single-process run with one thread, to separate the two effects.
+evaluations apart. torchrun gives each process OMP_NUM_THREADS=1, and the
+tiny policy pins torch to one thread in any process, so with it each
+process uses one core; for other policies a plain process keeps torch's
+default (a thread per core), and `--one-thread` adds a single-process run
+with one thread to separate the two effects.
 The machine's load average is printed before and after, as other jobs
 share it. Last stdout line: one JSON object, `speedup` = seconds per step
 at world size 1 / at world size N.

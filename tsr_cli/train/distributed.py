@@ -28,8 +28,9 @@ What the trainer (`train/trainer.py`) splits and what it reduces:
   average with the loss scaled by the world size; hand-rolled on
   torch.distributed's all_reduce because a rank may hold no row of a
   minibatch, where DDP's hooks would wait forever.
-- Metrics are reduced across ranks (counts summed, times and peaks maxed,
-  rates and losses averaged) before rank 0 logs them.
+- Metrics are reduced across ranks before rank 0 logs them: counts summed,
+  loss statistics summed (each rank logs its part of every minibatch's
+  token means), times and peaks maxed, rates averaged over equal shares.
 - Only rank 0 writes the run directory and checkpoints; the others wait at
   barriers. Every rank resumes from the same checkpoint.
 

@@ -39,6 +39,7 @@ from tsr_cli.rollout import rollout
 from tsr_cli.search import SearchConfig
 from tsr_cli.search.filtering import filter_groups
 from tsr_cli.search.siblings import sibling_rows
+from tsr_cli.train import distributed
 from tsr_cli.train.batch import (
     TokenBatch,
     append_rows,
@@ -48,7 +49,6 @@ from tsr_cli.train.batch import (
     overlay_sibling_advantages,
     sections,
 )
-from tsr_cli.train import distributed
 from tsr_cli.train.config import TrainConfig
 from tsr_cli.train.model import ModelOptions, TrainableModel, build_policy
 
