@@ -217,6 +217,9 @@ def _train_with_progress(run) -> None:
     from tsr_cli.progress import progress_bar
     from tsr_cli.train.plots import plot_runs
 
+    if not run.world.is_main:  # under torchrun, rank 0 reports for every rank
+        run.train()
+        return
     cfg = run.cfg
     label = f"train {cfg.env.name} · {cfg.algo.name} · {cfg.search.strategy}"
     err.print(f"run directory: {run.dir}")

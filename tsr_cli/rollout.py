@@ -4,6 +4,12 @@ Instances are identified by their reset seed. Each instance becomes a group
 of `group_size` episodes (GRPO needs several per instance); every member runs
 its own search, so members differ. Episodes are processed in batches of whole
 groups, and each batch shares one set of batched policy calls per turn.
+
+A group's id (`traj.group`) is `first_group` plus its index in `seeds`: a
+data-parallel trainer passes each rank's share of the step's seeds with the
+share's offset, so ids are global. With `streams` every group samples from
+its own random stream keyed by (streams..., group id) (`GroupStreams`), so a
+group's trajectories do not depend on the batch or the rank it ran in.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from tsr_cli.agent.episode import Episode
 from tsr_cli.agent.protocol import ProtocolConfig
 from tsr_cli.agent.trajectory import Trajectory
 from tsr_cli.policies.base import Policy, SamplingParams
-from tsr_cli.search import STRATEGIES, SearchConfig, SearchContext, SearchCost, resolve_scorer
+from tsr_cli.search import STRATEGIES, GroupStreams, SearchConfig, SearchContext, SearchCost, resolve_scorer
 
 
 @dataclass
@@ -37,14 +43,19 @@ def rollout(
     group_size: int = 1,
     batch_groups: int | None = None,
     on_batch: Callable[[int], None] | None = None,
+    first_group: int = 0,
+    streams: Sequence[int] | None = None,
 ) -> RolloutResult:
     """Run one search-built trajectory per (seed, group member), in seed order.
 
     batch_groups: how many instance groups share one batch (None: all at once)
     on_batch:     called with the number of groups finished after each batch
+    first_group:  the group id of seeds[0]; the others follow in order
+    streams:      root key of per-group random streams (None: the policy's generator)
     """
     cost = SearchCost()
-    ctx = SearchContext(policy, params, search, resolve_scorer(search.scorer), cost)
+    ctx = SearchContext(policy, params, search, resolve_scorer(search.scorer), cost,
+                        GroupStreams(streams) if streams is not None else None)
     strategy = STRATEGIES[search.strategy]
     step = batch_groups or max(len(seeds), 1)
     trajectories: list[Trajectory] = []
@@ -53,7 +64,7 @@ def rollout(
         chunk = seeds[lo:lo + step]
         episodes = [
             Episode.start(make_env(), policy.codec, protocol, seed=int(seed),
-                          env_name=env_name, group=lo + g, meter=cost.meter)
+                          env_name=env_name, group=first_group + lo + g, meter=cost.meter)
             for g, seed in enumerate(chunk)
             for _ in range(group_size)
         ]

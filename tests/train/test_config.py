@@ -62,7 +62,8 @@ def test_every_shipped_config_loads():
     root = Path(__file__).resolve().parents[2] / "experiments"
     from tsr_cli.sft import load_sft_config
 
-    files = [p for p in root.rglob("*.yaml") if "sweeps" not in p.parts]
+    # sweeps and the capacity grid are read by tsr compare / capacity.py, not as run configs
+    files = [p for p in root.rglob("*.yaml") if "sweeps" not in p.parts and p.name != "capacity.yaml"]
     assert len(files) >= 25
     for path in files:
         (load_sft_config if "sft" in path.parts else load_config)(path)

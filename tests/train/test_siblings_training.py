@@ -10,7 +10,7 @@ from tsr_cli.train.config import load_config
 from tsr_cli.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = {"trainer.groups": 2, "trainer.group_size": 2, "trainer.eval_episodes": 2, "trainer.steps": 1,
+SMALL = {"trainer.groups": 4, "trainer.group_size": 2, "trainer.eval_episodes": 2, "trainer.steps": 1,
          "env.max_turns": 3, "search.candidates": 3, "algo.minibatch_size": 64}
 
 

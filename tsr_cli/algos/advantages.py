@@ -6,7 +6,7 @@ search produced it. Shapes: B (or N) trajectories, T token positions.
 
 from __future__ import annotations
 
-from typing import Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
 import torch
 
@@ -110,12 +110,16 @@ def broadcast_to_tokens(values: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
     return values[:, None] * mask.to(values.dtype)
 
 
-def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8,
+                  all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Whiten values over the masked entries of the whole batch.
 
     Args:
         values: [B, T] e.g. GAE advantages.
         mask:   [B, T] 1 on model tokens.
+        all_sum: sums a tensor over the data-parallel ranks, so that mean and
+            variance are those of every rank's tokens together (None: this
+            batch is the whole batch).
     Returns:
         [B, T] (x - mean) / sqrt(var + eps) on model tokens, 0 elsewhere; mean
         and the (Bessel-corrected) variance are taken over model tokens only.
@@ -123,10 +127,13 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -
     verl's `masked_whiten` (applied to GAE advantages in
     `compute_gae_advantage_return`): without it the actor's step size scales
     with the return, so Sokoban's +10 would move the policy 10x further than
-    FrozenLake's +1 at the same learning rate.
+    FrozenLake's +1 at the same learning rate. The variance takes a second
+    pass around the global mean rather than E[x^2] - mean^2, which cancels.
     """
+    total = all_sum or (lambda x: x)
     m = (mask != 0).to(values.dtype)
-    count = m.sum().clamp_min(1.0)
-    mean = (values * m).sum() / count
-    var = (((values - mean) * m) ** 2).sum() / (count - 1).clamp_min(1.0)
+    count, summed = total(torch.stack([m.sum(), (values * m).sum()]))
+    count = count.clamp_min(1.0)
+    mean = summed / count
+    var = total((((values - mean) * m) ** 2).sum()) / (count - 1).clamp_min(1.0)
     return (values - mean) * torch.rsqrt(var + eps) * m

@@ -75,13 +75,18 @@ class Policy(Protocol):
     (tokens); search ends an episode as truncated rather than ask for a
     prompt that would not fit with `max_new_tokens` more. Policies without
     one (random, fake) leave it out and are never truncated.
+
+    Backends the trainer samples from also take `streams`: one
+    `torch.Generator` per prompt, from which that prompt's samples draw all
+    their randomness (`policies/sampling.py`), so a prompt samples the same
+    whatever else is in the batch. The trainer passes it; nothing else does.
     """
 
     name: str
     codec: ChatCodec
 
     def generate(
-        self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams
+        self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams, streams=None
     ) -> list[list[Completion]]:
         """For each prompt, `n` completions; one batched call for all of them."""
         ...

@@ -59,6 +59,6 @@ class FakeLogitsPolicy:
             logits[torch.arange(len(step)), self.script[step]] += self.strength
         return logits, prompt_len
 
-    def generate(self, prompts: Sequence[Sequence[int]], n: int,
-                 params: SamplingParams) -> list[list[Completion]]:
-        return seeded_generate(self, self.forward, prompts, n, params)
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams,
+                 streams=None) -> list[list[Completion]]:
+        return seeded_generate(self, self.forward, prompts, n, params, streams=streams)

@@ -74,9 +74,9 @@ class HFPolicy:
         past.reorder_cache(index)
         return past
 
-    def generate(self, prompts: Sequence[Sequence[int]], n: int,
-                 params: SamplingParams) -> list[list[Completion]]:
-        return seeded_generate(self, self.forward, prompts, n, params, self.reorder)
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, params: SamplingParams,
+                 streams=None) -> list[list[Completion]]:
+        return seeded_generate(self, self.forward, prompts, n, params, self.reorder, streams)
 
     def _autocast(self):
         if self.autocast_dtype == torch.float32:

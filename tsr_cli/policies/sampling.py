@@ -25,6 +25,16 @@ stop string when that token carries more.
 Logprobs are those of the sampling distribution before top-p truncation:
 log_softmax(logits / T) for T > 0 and log_softmax(logits) for greedy, so a
 trainer recomputing them from the same logits gets the same numbers.
+
+Random streams. By default every draw of a call comes from the policy's one
+generator, so what a prompt samples depends on which other prompts share
+its batch. Given `streams` (one `torch.Generator` per prompt, shared by the
+prompts of one instance group), each row instead takes one uniform draw per
+token from its own prompt's stream, in row order, and picks its token by
+inverse CDF: a group's samples then depend on its stream alone, not on the
+batch around it. Data-parallel training needs exactly that (a group must
+sample the same tokens on whichever rank rolls it out), and it makes resume
+need no sampler state (`search.base.GroupStreams`).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Sequence
 
+import numpy as np
 import torch
 
 from tsr_cli.policies.base import Completion, SamplingParams
@@ -74,8 +85,14 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
 
 
-def pick_tokens(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator):
-    """Choose the next token per row. logits [B, V] -> (tokens [B], logprobs [B])."""
+def pick_tokens(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator,
+                uniforms: torch.Tensor | None = None):
+    """Choose the next token per row. logits [B, V] -> (tokens [B], logprobs [B]).
+
+    uniforms: [B] float64 draws in [0, 1), one per row (per-prompt streams):
+    each row then takes the token where its draw falls in the cumulative
+    distribution; None draws from `generator` with torch.multinomial.
+    """
     logits = logits.float()
     if params.temperature == 0:
         tokens = logits.argmax(dim=-1)
@@ -84,8 +101,50 @@ def pick_tokens(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         scaled = logits / params.temperature
         logprobs = scaled.log_softmax(dim=-1)
         probs = top_p_filter(scaled, params.top_p).softmax(dim=-1)
-        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        if uniforms is None:
+            tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        else:
+            tokens = inverse_cdf(probs, uniforms.to(probs.device))
     return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """The token whose cumulative-probability interval holds each row's draw.
+
+    probs [B, V] (rows need not sum exactly to 1), uniforms [B] in [0, 1) -> tokens [B].
+    A zero-probability token has an empty interval, so it is never chosen.
+    """
+    cdf = probs.double().cumsum(dim=-1)
+    target = (uniforms.double() * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+
+
+def derive_seed(*key: int) -> int:
+    """A 64-bit seed mixed from integers (numpy's SeedSequence): nearby keys give unrelated seeds."""
+    words = [k & 0xFFFF_FFFF_FFFF_FFFF for k in key]  # SeedSequence takes non-negative ints
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0])
+
+
+def stream_generator(*key: int) -> torch.Generator:
+    """A CPU generator seeded from `key`, e.g. (run seed, kind, step, group). Streams draw
+    on the CPU whatever the model's device, so a key samples alike on CPU and GPU."""
+    return torch.Generator().manual_seed(derive_seed(*key))
+
+
+def row_uniforms(streams: Sequence[torch.Generator], row_prompts: Sequence[int]) -> torch.Tensor:
+    """[B] float64 draws: row b's from the stream of prompt row_prompts[b].
+
+    Each stream draws once for all its rows, in row order, so a stream's
+    sequence of draws is the same whatever other streams share the batch.
+    """
+    out = torch.empty(len(row_prompts), dtype=torch.float64)
+    rows: dict[int, tuple[torch.Generator, list[int]]] = {}
+    for row, prompt in enumerate(row_prompts):
+        stream = streams[prompt]
+        rows.setdefault(id(stream), (stream, []))[1].append(row)
+    for stream, index in rows.values():
+        out[index] = torch.rand(len(index), generator=stream, dtype=torch.float64)
+    return out
 
 
 @dataclass
@@ -131,17 +190,22 @@ def sample(
     decode: Callable[[Sequence[int]], str],
     pad_id: int = 0,
     reorder: Reorder = reorder_tensors,
+    streams: Sequence[torch.Generator] | None = None,
 ) -> list[list[Completion]]:
     """Generate `n` completions per prompt in one batch of len(prompts) * n rows.
 
     stop_ids: the ids that end a row, e.g. every end-of-turn and
     end-of-text id of the model's generation config.
+    streams: one generator per prompt to draw that prompt's rows from (see
+    the module docstring); None draws every row from `generator`.
     Tensors live on `generator.device`. Returns, per prompt, its n completions.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("sample needs at least one prompt and no empty prompt")
+    if streams is not None and len(streams) != len(prompts):
+        raise ValueError(f"streams needs one generator per prompt: {len(streams)} for {len(prompts)}")
     device = generator.device
     unique, which = _dedupe(prompts)
     logits, past, mask = prefill(forward, reorder, unique, pad_id, device)
@@ -153,7 +217,10 @@ def sample(
     rows = [_Row() for _ in range(len(live))]
     done = _StopCheck(params, stop_ids, decode)
     while True:
-        tokens, logprobs = pick_tokens(logits, params, generator)
+        uniforms = None
+        if streams is not None and params.temperature > 0:
+            uniforms = row_uniforms(streams, [sample // n for sample in live.tolist()])
+        tokens, logprobs = pick_tokens(logits, params, generator, uniforms)
         keep = _record(rows, live.tolist(), tokens.tolist(), logprobs.tolist(), done)
         if not any(keep):
             break
@@ -265,16 +332,17 @@ def _completions(rows: list[_Row], n_prompts: int, n: int, decode) -> list[list[
 
 
 def seeded_generate(policy, forward: Forward, prompts, n: int, params: SamplingParams,
-                    reorder: Reorder = reorder_tensors) -> list[list[Completion]]:
+                    reorder: Reorder = reorder_tensors, streams=None) -> list[list[Completion]]:
     """A policy's `generate`: reseed if asked, sample without autograd, record stats.
 
-    `policy` provides `generator`, `codec` (with `pad_token_id`) and `stats`.
+    `policy` provides `generator`, `codec` (with `pad_token_id`) and `stats`;
+    `streams` (one generator per prompt) replaces the policy's generator.
     """
     if params.seed is not None:
         policy.generator.manual_seed(params.seed)
     codec = policy.codec
     with torch.no_grad():
         out = sample(forward, prompts, n, params, policy.generator, codec.stop_token_ids,
-                     codec.decode, codec.pad_token_id, reorder)
+                     codec.decode, codec.pad_token_id, reorder, streams)
     policy.stats.add(out)
     return out

@@ -145,14 +145,18 @@ class VLLMPolicy:
 
     # ------------------------------------------------------------ generate
     def generate(self, prompts: Sequence[Sequence[int]], n: int,
-                 params: SamplingParams) -> list[list[Completion]]:
+                 params: SamplingParams, streams=None) -> list[list[Completion]]:
+        """`streams` (one generator per prompt): each prompt's engine seed is drawn from its own stream."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("generate needs at least one prompt and no empty prompt")
         if params.seed is not None:
             self.generator.manual_seed(params.seed)
-        seeds = torch.randint(0, 2**31 - n, (len(prompts),), generator=self.generator).tolist()
+        if streams is not None:
+            seeds = [int(torch.randint(0, 2**31 - n, (1,), generator=g)) for g in streams]
+        else:
+            seeds = torch.randint(0, 2**31 - n, (len(prompts),), generator=self.generator).tolist()
         requests = [{"prompt_token_ids": list(p)} for p in prompts]
         with _serving_threads():
             outputs = self.llm.generate(requests, [self._sampling(params, n, s) for s in seeds], use_tqdm=False)

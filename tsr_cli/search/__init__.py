@@ -4,6 +4,7 @@ from tsr_cli.search import strategies as _strategies  # noqa: F401  (registers t
 from tsr_cli.search.base import (
     STRATEGIES,
     CloneMismatch,
+    GroupStreams,
     SearchConfig,
     SearchContext,
     SearchCost,
@@ -12,6 +13,6 @@ from tsr_cli.search.base import (
 from tsr_cli.search.scorers import SCORERS, register_scorer, resolve_scorer
 
 __all__ = [
-    "STRATEGIES", "SCORERS", "CloneMismatch", "SearchConfig", "SearchContext", "SearchCost",
+    "STRATEGIES", "SCORERS", "CloneMismatch", "GroupStreams", "SearchConfig", "SearchContext", "SearchCost",
     "register_strategy", "register_scorer", "resolve_scorer",
 ]

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from tsr_cli.agent.episode import Episode, StepMeter
 from tsr_cli.policies.base import GenerationStats, Policy, SamplingParams
+from tsr_cli.policies.sampling import derive_seed, stream_generator
 
 
 #: `search.learn_from` values: the paper's TSR, or sibling credit
@@ -114,16 +115,53 @@ class SearchCost:
         }
 
 
+class GroupStreams:
+    """One random stream per instance group: its sampler draws and its fresh-RNG seeds.
+
+    Group g's draws come from a generator seeded from (root..., g) and its
+    fresh-RNG clones get seeds from a counter of its own, so what a group
+    samples depends on the root and its group id alone: not on which other
+    groups share its batch, nor on which process rolls it out. The trainer's
+    root is (run seed, kind, step) and its group ids are global, which makes
+    a data-parallel step sample what a single process samples, and a resumed
+    run sample what an uninterrupted one did, with no RNG state saved.
+    """
+
+    #: key tag of the fresh-RNG seeds, beside the sampler's generator
+    FRESH = 1
+
+    def __init__(self, root: Sequence[int]):
+        self.root = tuple(int(k) for k in root)
+        self._generators: dict[int, object] = {}
+        self._fresh: dict[int, int] = {}
+
+    def generator(self, group: int):
+        """The sampler stream of `group` (created on first use, then continued)."""
+        if group not in self._generators:
+            self._generators[group] = stream_generator(*self.root, group)
+        return self._generators[group]
+
+    def fresh_seed(self, group: int) -> int:
+        """The next seed for a fresh-RNG clone of one of `group`'s episodes."""
+        count = self._fresh[group] = self._fresh.get(group, 0) + 1
+        return derive_seed(*self.root, group, self.FRESH, count)
+
+
 class SearchContext:
-    """The policy, sampling params, scorer and cost counters one rollout shares."""
+    """The policy, sampling params, scorer and cost counters one rollout shares.
+
+    streams: per-group random streams (the trainer's rollouts); None draws
+    from the policy's own generator and one fresh-seed counter (`tsr eval`).
+    """
 
     def __init__(self, policy: Policy, params: SamplingParams, cfg: SearchConfig,
-                 scorer: Callable, cost: SearchCost):
+                 scorer: Callable, cost: SearchCost, streams: GroupStreams | None = None):
         self.policy = policy
         self.params = params
         self.cfg = cfg
         self.scorer = scorer
         self.cost = cost
+        self.streams = streams
         #: the policy's context window in tokens (None: unbounded, e.g. the random policy)
         self.context_length = getattr(policy, "context_length", None)
         self._fresh_seed = cfg.seed * 1_000_003
@@ -140,7 +178,12 @@ class SearchContext:
         params = self.params
         if greedy:
             params = replace(params, temperature=0.0, top_p=1.0)
-        out = self.policy.generate([ep.prompt() for ep in episodes], n, params)
+        prompts = [ep.prompt() for ep in episodes]
+        if self.streams is None:
+            out = self.policy.generate(prompts, n, params)
+        else:
+            streams = [self.streams.generator(ep.traj.group) for ep in episodes]
+            out = self.policy.generate(prompts, n, params, streams=streams)
         self.cost.generation.add(out)
         return out
 
@@ -170,14 +213,19 @@ class SearchContext:
             return [path.fork() if fork else path]
         sims = []
         for _ in range(self.cfg.fresh_samples):
-            self._fresh_seed += 1
-            sim = parent.fork(fresh_rng=True, seed=self._fresh_seed)
+            sim = parent.fork(fresh_rng=True, seed=self._next_fresh_seed(parent))
             for turn in path.traj.turns[parent.turn:]:
                 if sim.done:
                     break
                 sim.apply(turn.completion)
             sims.append(sim)
         return sims
+
+    def _next_fresh_seed(self, parent: Episode) -> int:
+        if self.streams is not None:
+            return self.streams.fresh_seed(parent.traj.group)
+        self._fresh_seed += 1
+        return self._fresh_seed
 
     def estimate(self, parent: Episode, outcomes: Sequence[Episode]) -> tuple[float, float, float]:
         """Mean (success, return, score) over `outcomes`; each is scored from

@@ -140,6 +140,13 @@ def _grow(x: torch.Tensor, shape: tuple[int, ...], fill) -> torch.Tensor:
     return out
 
 
+def sections(batch: TokenBatch) -> tuple[int, int]:
+    """(episode rows, extra rows): `append_rows` puts extra rows after the
+    episodes, under negative group ids."""
+    extra = int((batch.groups < 0).sum())
+    return len(batch) - extra, extra
+
+
 def loss_mask(batch: TokenBatch) -> torch.Tensor:
     """[N, L] per-token weights of the policy loss: `weight` when sibling rows
     were appended, else the plain model-token mask."""

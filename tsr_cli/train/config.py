@@ -230,6 +230,11 @@ class TrainConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     algo: AlgoSection = field(default_factory=AlgoSection)
     trainer: TrainerSection = field(default_factory=TrainerSection)
+    #: data-parallel processes the run was launched with (torchrun's WORLD_SIZE),
+    #: recorded at the top level of config.yaml: run metadata, not a setting, so
+    #: it is no section key and `to_dict` leaves it out. None until a run starts;
+    #: a resumed run must be launched with the same number (`train/distributed.py`)
+    world_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.algo.name == "grpo" and self.trainer.group_size < 2:
@@ -241,6 +246,9 @@ class TrainConfig:
                               "set search.strategy to beam, lookahead or best-of-n")
         if self.trainer.eval_search not in ("none", "best-of-n", "beam", "lookahead"):
             raise ConfigError(f"unknown trainer.eval_search {self.trainer.eval_search!r}")
+        size = self.world_size
+        if size is not None and (type(size) is not int or size < 1):
+            raise ConfigError(f"world_size must be a positive integer, got {size!r}")
 
     def to_dict(self) -> dict:
         return {name: _section_dict(name, getattr(self, name)) for name in SECTIONS}
@@ -289,8 +297,10 @@ def read_yaml_mapping(path: Path, what: str = "config file", error: type = None)
 
 
 def build_config(raw: dict) -> TrainConfig:
-    """Build a TrainConfig from {section: {key: value}}, checking names and types."""
-    sections = {}
+    """Build a TrainConfig from {section: {key: value}} (and a recorded top-level
+    `world_size`), checking names and types."""
+    raw = dict(raw)
+    sections = {"world_size": raw.pop("world_size", None)}
     for name, values in raw.items():
         if name not in SECTIONS:
             raise ConfigError(f"unknown config section {name!r}; known: {', '.join(SECTIONS)}")
@@ -364,4 +374,5 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def dump_config(cfg: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    recorded = {} if cfg.world_size is None else {"world_size": cfg.world_size}
+    path.write_text(yaml.safe_dump({**cfg.to_dict(), **recorded}, sort_keys=False))

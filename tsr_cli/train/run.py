@@ -12,6 +12,10 @@ metrics.jsonl (dropping a torn last line) and curves.csv back to that step,
 so the finished run logs every step once, as an uninterrupted run would.
 Ctrl-C (`request_stop`) finishes the current step and saves a checkpoint
 at it before `train` raises Interrupted; a full disk is a RunFault.
+
+Under torchrun only rank 0 writes here (`train/distributed.py`); the other
+ranks train alongside it and wait at barriers while it writes. Every rank
+stops at the same step: a stop request on any rank stops them all.
 """
 
 from __future__ import annotations
@@ -141,6 +145,7 @@ class Run:
         with UserError.wrap(ValueError, OSError, ImportError):
             self.trainer = Trainer(cfg, on_step=self._log)
             self.trainer.protocol()  # the turn budget, else checked only at the first rollout
+        self.world = self.trainer.world
         self.loggers = Loggers(cfg, self.dir)
 
     @classmethod
@@ -152,10 +157,13 @@ class Run:
             raise FileExistsError(f"run directory {run_dir} already holds a run; use --resume to "
                                   "continue it, --overwrite to replace it, or --run-dir")
         run = cls(cfg, run_dir, on_step)  # built first: a bad config leaves no directory behind
-        if existing:
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, run_dir / "config.yaml")
+        run.world.barrier()  # every rank has looked before rank 0 writes
+        if run.world.is_main:
+            if existing:
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, run_dir / "config.yaml")
+        run.world.barrier()
         return run
 
     @classmethod
@@ -164,15 +172,19 @@ class Run:
         run_dir = Path(run_dir)
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"no run to resume at {run_dir} (config.yaml missing)")
-        clean_checkpoints(run_dir)
         run = cls(load_config(run_dir / "config.yaml"), run_dir, on_step)
-        checkpoint = latest_checkpoint(run_dir, on_skip=warn)
+        main = run.world.is_main
+        if main:
+            clean_checkpoints(run_dir)
+        run.world.barrier()
+        checkpoint = latest_checkpoint(run_dir, on_skip=warn if main else None)
         # files that parse but do not fit this run's model; metrics damaged mid-file
         with UserError.wrap(ValueError):
             if checkpoint is not None:
                 load_into(run.trainer, checkpoint)
                 run._saved_step = run.trainer.step
-            run._cut_logs(run.trainer.step if checkpoint else -1)
+            if main:
+                run._cut_logs(run.trainer.step if checkpoint else -1)
         return run
 
     def train(self) -> dict:
@@ -180,12 +192,14 @@ class Run:
         try:
             if stop_requested():  # Ctrl-C came between two runs of a sweep
                 raise Interrupted(f"interrupted before training; {self._last_saved()}", self.dir)
-            self.trainer.run(save=self._save, should_stop=stop_requested)
+            self.trainer.run(save=self._save, should_stop=lambda: self.world.any(stop_requested()))
             if self.trainer.step < self.cfg.trainer.steps:
                 raise self._interrupted()
             summary = self.trainer.summary()
-            (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
-            write_curves(self.dir)
+            if self.world.is_main:
+                (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
+                write_curves(self.dir)
+            self.world.barrier()
         except StoppedRun as exc:
             exc.resume = exc.resume or f"tsr train --resume {self.dir}"
             raise
@@ -213,14 +227,18 @@ class Run:
             else "no checkpoint was saved yet"
 
     def _log(self, record: dict) -> None:
+        if not self.world.is_main:  # records are already reduced over ranks
+            return
         self.loggers.log(record)
         self.on_step(record)
 
     def _save(self, step: int) -> None:
-        # The records up to this step must be on disk before the checkpoint
-        # that resume will trust (a power cut can lose unsynced appends).
-        _fsync(self.dir / "metrics.jsonl")
-        save_checkpoint(self.trainer, self.dir)
+        if self.world.is_main:
+            # The records up to this step must be on disk before the checkpoint
+            # that resume will trust (a power cut can lose unsynced appends).
+            _fsync(self.dir / "metrics.jsonl")
+            save_checkpoint(self.trainer, self.dir)
+        self.world.barrier()
         self._saved_step = step
         if os.environ.get(KILL_AFTER_SAVE) == str(step):
             os.kill(os.getpid(), signal.SIGKILL)

@@ -4,6 +4,11 @@ The optimiser never learns which search strategy built its batch: it sees
 trajectories (token ids, loss mask, per-turn rewards, groups) and nothing
 else. Log-probs in the loss are recomputed by the training model before the
 first update of a step, not taken from the sampler.
+
+Under torchrun the same loop runs data-parallel: each rank rolls out its
+share of the step's groups and trains on its rows of each global minibatch
+(`train/distributed.py` says what is split and what is reduced). A single
+process is the world of one, whose collectives do nothing.
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ from tsr_cli.algos import (
     tis_weights,
     value_loss,
 )
-from tsr_cli.evaluate import EVAL_SEED_OFFSET, eval_seeds, evaluate
+from tsr_cli.evaluate import EVAL_SEED_OFFSET, episode_stats, eval_rollout, eval_seeds, summarize_stats
 from tsr_cli.policies.base import SamplingParams
 from tsr_cli.rollout import rollout
 from tsr_cli.search import SearchConfig
 from tsr_cli.search.filtering import filter_groups
 from tsr_cli.search.siblings import sibling_rows
+from tsr_cli.train import distributed
 from tsr_cli.train.batch import (
     TokenBatch,
     append_rows,
@@ -41,12 +47,28 @@ from tsr_cli.train.batch import (
     episode_mask,
     loss_mask,
     overlay_sibling_advantages,
+    sections,
 )
 from tsr_cli.train.config import TrainConfig
 from tsr_cli.train.model import ModelOptions, TrainableModel, build_policy, build_sampler
 
 #: weight of the value loss next to the policy loss (PPO)
 VALUE_COEF = 0.5
+#: the tokens each loss term is a mean over (`_loss`), by name
+TOKEN_MASKS = {"loss": loss_mask, "model": lambda batch: batch.mask, "episode": episode_mask}
+#: the tokens each logged loss statistic is a mean over (the rest: the policy loss's)
+STAT_TOKENS = {"entropy": "model", "tis_weight_mean": "model", "kl": "model", "value_loss": "episode"}
+#: the second word of a sampling-stream key: training rollouts, evaluation
+TRAIN_STREAMS, EVAL_STREAMS = 0, 1
+#: how each metric is reduced over data-parallel ranks (the rest: averaged)
+SUMMED = ("tokens_generated", "env_steps", "sim_env_steps", "generate_calls", "truncated_episodes",
+          "sibling_rows", "sibling_tokens",
+          # the loss statistics: each rank logs its part of every minibatch's token means
+          "loss", "policy_loss", "entropy", "clip_fraction", "dual_clip_fraction", "approx_kl",
+          "tis_weight_mean", "value_loss", "kl")
+#: maxima; the already-global values (equal on every rank) are here too
+MAXED = ("step", "peak_rss_mb", "wall_seconds", "logprob_diff_max", "logprob_diff_mean", "grad_norm",
+         "critic_grad_norm", "skipped_steps")
 
 
 class Trainer:
@@ -57,11 +79,14 @@ class Trainer:
         self.on_step = on_step or (lambda record: None)
         self.on_eval = on_eval or (lambda step, result: None)
         _check_device(cfg.trainer.device)
+        self.world = distributed.setup(cfg)
         torch.manual_seed(cfg.trainer.seed)
-        self.policy = build_policy(cfg.policy, cfg.env.name, cfg.trainer.seed, cfg.trainer.device)
+        self.policy = build_policy(cfg.policy, cfg.env.name, cfg.trainer.seed,
+                                   self.world.train_device(cfg.trainer.device))
         critic = cfg.algo.critic if cfg.algo.name == "ppo" else None
         self.model = TrainableModel(self.policy, cfg.policy, critic, keep_reference=cfg.algo.kl_coef > 0,
                                     options=ModelOptions.from_config(cfg))
+        self.world.broadcast_parameters(self.model.named_trainable().values())
         self.device = self.model.device
         # rollouts and evaluations generate with the sampler: the policy itself, or a vLLM engine
         self.sampler = build_sampler(cfg.policy, self.policy)
@@ -110,6 +135,7 @@ class Trainer:
             if self._due(t.eval_every) or self.step == t.steps:
                 with _timed(record, "eval"):
                     self.last_eval = self.evaluate()
+                record["time_eval"] = self.world.reduce({"t": record["time_eval"]}, maxes=["t"])["t"]  # slowest rank
                 record.update(_val(self.last_eval))
             self.totals["wall_seconds"] += sum(v for k, v in record.items() if k.startswith("time_"))
             record["wall_seconds"] = round(self.totals["wall_seconds"], 3)
@@ -137,7 +163,7 @@ class Trainer:
             batch = append_rows(batch, siblings, self.policy.codec.pad_token_id).to(self.device)
         with _timed(record, "logprobs"):
             self.score_batch(batch)
-            record.update(logprob_gap(batch))
+            record.update(logprob_gap(batch, self.world))
         with _timed(record, "advantages"):
             self.add_advantages(batch)
             overlay_sibling_advantages(batch)
@@ -155,20 +181,28 @@ class Trainer:
             **{k: result.cost.as_dict()[k] for k in ("tokens_generated", "env_steps", "sim_env_steps")},
             "peak_rss_mb": _peak_rss_mb(),
         })
+        timings = tuple(k for k in record if k.startswith("time_"))  # a step waits for its slowest rank
+        record = self.world.reduce(record, sums=SUMMED, maxes=MAXED + timings)
         for key in ("tokens_generated", "env_steps", "sim_env_steps"):
             self.totals[key] += record[key]
         return record
 
     def collect(self):
-        """Search-built rollouts: `groups` instances x `group_size` members, each its own search."""
+        """Search-built rollouts: `groups` instances x `group_size` members, each its own search.
+
+        This rank plays its share of the step's groups, under their global
+        ids; each group samples from its own stream keyed by (seed, step, id).
+        """
         cfg = self.cfg
         search = _with_seed(cfg.search, cfg.trainer.seed * 100_003 + self.step)
         params = SamplingParams(cfg.policy.temperature, cfg.policy.top_p, cfg.policy.max_new_tokens,
                                 self.protocol().stop)
         per_batch = max(1, cfg.trainer.rollout_batch // cfg.trainer.group_size)
-        return rollout(self.sampler, self._make_env, self.train_seeds(self.step), search, params,
+        share = self.world.share(cfg.trainer.groups)
+        return rollout(self.sampler, self._make_env, self.train_seeds(self.step)[share], search, params,
                        self.protocol(), env_name=cfg.env.name, group_size=cfg.trainer.group_size,
-                       batch_groups=per_batch)
+                       batch_groups=per_batch, first_group=share.start,
+                       streams=(cfg.trainer.seed, TRAIN_STREAMS, self.step))
 
     def evaluate(self) -> dict:
         """Held-out instances, decoded at `eval_temperature`, with `eval_search`.
@@ -184,15 +218,22 @@ class Trainer:
         return summary
 
     def _evaluate_at(self, temperature: float) -> dict:
+        """This rank's share of the held-out episodes, summarised over all ranks.
+
+        Every episode samples from its own stream keyed by (seed, episode), the
+        same at each evaluation: successive evaluations see common random
+        numbers, and none of them touches a training stream.
+        """
         cfg = self.cfg
         search = _with_seed(cfg.search, cfg.trainer.seed, strategy=cfg.trainer.eval_search)
         params = SamplingParams(temperature, cfg.policy.top_p, cfg.policy.max_new_tokens, self.protocol().stop)
-        state = self.policy.generator.get_state()
-        summary = evaluate(self.sampler, self._make_env, eval_seeds(cfg.trainer.eval_episodes), search,
-                           params, self.protocol(), env_name=cfg.env.name,
-                           batch_groups=cfg.trainer.rollout_batch)
-        self.policy.generator.set_state(state)  # evaluation never shifts the training stream
-        return summary
+        seeds = eval_seeds(cfg.trainer.eval_episodes)
+        share = self.world.share(len(seeds))
+        result = eval_rollout(self.sampler, self._make_env, seeds[share], search, params, self.protocol(),
+                              env_name=cfg.env.name, batch_groups=cfg.trainer.rollout_batch,
+                              first_group=share.start, streams=(cfg.trainer.seed, EVAL_STREAMS))
+        cost = self.world.reduce(result.cost.as_dict(), sums=SUMMED, maxes=MAXED)
+        return summarize_stats(self.world.gather(episode_stats(result.trajectories)), cost)
 
     def sync_sampler(self) -> dict:
         """Push the trained weights into a sampler that keeps its own copy (vLLM): {sync_seconds}."""
@@ -236,41 +277,75 @@ class Trainer:
         else:
             adv, ret = gae(batch.tokens["rewards"], batch.tokens["old_values"], batch.mask, algo.gamma, algo.lam)
             batch.tokens["returns"] = ret
-        if algo.whiten_advantages:  # over the episodes' tokens; sibling rows bring their own
-            adv = masked_whiten(adv, episode_mask(batch))
+        if algo.whiten_advantages:  # over every rank's episode tokens; sibling rows bring their own
+            adv = masked_whiten(adv, episode_mask(batch), all_sum=self.world.all_sum)
         batch.tokens["advantages"] = adv
 
     def update(self, batch: TokenBatch) -> dict:
         """`epochs` passes of minibatch AdamW steps; losses are token means over model tokens.
 
+        Minibatches are drawn from the global batch (every rank's rows; see
+        `_minibatches`). Each loss term is a token mean over its minibatch's
+        global token count, so neither micro-batches nor ranks change the
+        gradient, and the ranks' gradients sum to the single-process one.
         Actor and critic gradients are clipped separately, so the value loss
         never shrinks the actor's step. A minibatch whose gradient norm is inf
         or NaN is skipped (no optimiser step) and counted in `skipped_steps`.
         """
-        algo = self.cfg.algo
-        logs: dict[str, list[float]] = {}
+        logs: list[dict[str, float]] = []  # per minibatch
         skipped = 0
-        for _ in range(algo.epochs):
-            order = torch.randperm(len(batch), generator=self.shuffle)
-            for minibatch in order.split(algo.minibatch_size):
-                self.optimizer.zero_grad(set_to_none=True)
-                total = loss_mask(batch)[minibatch].sum().clamp(min=1.0)
-                micro = math.ceil(len(minibatch) / algo.grad_accum)
-                for part in minibatch.split(micro):
-                    sub = batch.select(part)
-                    stats = self._loss(sub, weight=loss_mask(sub).sum() / total)
-                    for key, value in stats.items():
-                        logs.setdefault(key, []).append(value)
-                norms = self._clip_gradients()
-                if all(math.isfinite(v) for v in norms.values()):
-                    self.optimizer.step()
-                else:
-                    skipped += 1
-                    self.optimizer.zero_grad(set_to_none=True)
-                for key, value in norms.items():
-                    logs.setdefault(key, []).append(value)
-        out = {key: _finite_mean(values) for key, values in logs.items()}
+        minibatches = self._minibatches(batch)
+        masks = [mask(batch) for mask in TOKEN_MASKS.values()]
+        counts = torch.stack([torch.stack([m[rows].sum() for m in masks]) for rows, _ in minibatches])
+        for (rows, size), totals in zip(minibatches, self.world.all_sum(counts).clamp(min=1.0)):
+            self.optimizer.zero_grad(set_to_none=True)
+            log = self._backward(batch, rows, size, totals)
+            norms = self._optimizer_step()
+            skipped += not all(math.isfinite(v) for v in norms.values())
+            logs.append({**log, **norms})
+        # a key a minibatch lacks is a part this rank held nothing of: 0
+        keys = dict.fromkeys(key for log in logs for key in log)
+        out = {key: _finite_mean([log.get(key, 0.0) for log in logs]) for key in keys}
         out["skipped_steps"] = skipped
+        return out
+
+    def _backward(self, batch: TokenBatch, rows: torch.Tensor, size: int, totals: torch.Tensor) -> dict:
+        """Accumulate the gradient of this rank's `rows` of a minibatch of `size` rows
+        whose token counts are `totals` (`TOKEN_MASKS` order); its statistics' parts."""
+        log: dict[str, float] = {}
+        for part in rows.split(math.ceil(size / self.cfg.algo.grad_accum)) if len(rows) else ():
+            sub = batch.select(part)
+            shares = {key: mask(sub).sum() / total for (key, mask), total in zip(TOKEN_MASKS.items(), totals)}
+            for key, value in self._loss(sub, shares).items():
+                log[key] = log.get(key, 0.0) + value
+        return log
+
+    def _optimizer_step(self) -> dict[str, float]:
+        """Sum the ranks' gradients, clip, and step unless a norm is inf or NaN; the norms."""
+        self.world.sum_gradients(self.model.actor_parameters() + self.model.critic_parameters())
+        norms = self._clip_gradients()
+        if all(math.isfinite(v) for v in norms.values()):
+            self.optimizer.step()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+        return norms
+
+    def _minibatches(self, batch: TokenBatch) -> list[tuple[torch.Tensor, int]]:
+        """Every epoch's minibatches: (this rank's rows of it, the minibatch's global size).
+
+        The global batch is what one process would build: each section of
+        rows (episodes, then sibling rows) rank after rank. Every rank draws
+        the same permutation of it from the shared shuffle generator and
+        keeps the rows it holds.
+        """
+        algo = self.cfg.algo
+        local = self.world.global_rows(sections(batch)).to(self.device)
+        out = []
+        for _ in range(algo.epochs):
+            order = torch.randperm(len(local), generator=self.shuffle).to(self.device)
+            for minibatch in order.split(algo.minibatch_size):
+                rows = local[minibatch]
+                out.append((rows[rows >= 0], len(minibatch)))
         return out
 
     def _clip_gradients(self) -> dict[str, float]:
@@ -282,7 +357,17 @@ class Trainer:
             norms["critic_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(critic, clip))
         return norms
 
-    def _loss(self, sub: TokenBatch, weight: torch.Tensor) -> dict:
+    def _loss(self, sub: TokenBatch, shares: dict[str, torch.Tensor]) -> dict:
+        """Backpropagate one micro-batch's part of its minibatch loss; returns its stats' parts.
+
+        Each term is the micro-batch's token mean times its share of the
+        minibatch's tokens of that term's kind (`TOKEN_MASKS`: loss-weighted
+        tokens for the policy loss, model tokens for entropy and KL, episode
+        tokens for the value loss), so the parts add up to token means over
+        the whole minibatch however its rows fall into micro-batches and
+        ranks. The logged statistics are scaled alike (`STAT_TOKENS`): their
+        parts add up to the minibatch's token means too.
+        """
         algo = self.cfg.algo
         ppo = algo.name == "ppo"
         tok = sub.tokens
@@ -292,23 +377,21 @@ class Trainer:
                                              loss_mask(sub), algo.clip_low, algo.clip_high,
                                              clip_ratio_c=algo.clip_ratio_c or None, weights=weights)
         entropy = masked_mean(out.entropy, sub.mask)
-        loss = policy_loss - algo.entropy_coef * entropy
-        logs = {"policy_loss": policy_loss.detach().item(), "entropy": entropy.detach().item(),
-                **{key: float(value) for key, value in stats.items()}}
+        terms = [(policy_loss, "loss"), (-algo.entropy_coef * entropy, "model")]
+        stats.update(policy_loss=policy_loss, entropy=entropy)
         if weights is not None:
-            logs["tis_weight_mean"] = masked_mean(weights, sub.mask).item()
+            stats["tis_weight_mean"] = masked_mean(weights, sub.mask)
         if ppo:
-            vloss = value_loss(out.values, tok["old_values"], tok["returns"], episode_mask(sub),
-                               algo.value_clip or None)
-            loss = loss + VALUE_COEF * vloss
-            logs["value_loss"] = vloss.detach().item()
+            stats["value_loss"] = value_loss(out.values, tok["old_values"], tok["returns"], episode_mask(sub),
+                                             algo.value_clip or None)
+            terms.append((VALUE_COEF * stats["value_loss"], "episode"))
         if "ref_logprobs" in tok:
-            kl = masked_mean(kl_k3(out.logprobs, tok["ref_logprobs"]), sub.mask)
-            loss = loss + algo.kl_coef * kl
-            logs["kl"] = kl.detach().item()
-        (loss * weight).backward()
-        logs["loss"] = loss.detach().item()
-        return logs
+            stats["kl"] = masked_mean(kl_k3(out.logprobs, tok["ref_logprobs"]), sub.mask)
+            terms.append((algo.kl_coef * stats["kl"], "model"))
+        loss = sum(term * shares[kind] for term, kind in terms)
+        loss.backward()
+        logs = {key: float(value.detach() * shares[STAT_TOKENS.get(key, "loss")]) for key, value in stats.items()}
+        return {**logs, "loss": loss.detach().item()}
 
     # ------------------------------------------------------------- summary
     def summary(self) -> dict:
@@ -323,6 +406,7 @@ class Trainer:
             "initial_val_sampled_success_rate": init.get("sampled", {}).get("success_rate"),
             "final_val_sampled_success_rate": last.get("sampled", {}).get("success_rate"),
             **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.totals.items()},
+            "world_size": self.world.world_size,
         }
 
 
@@ -332,15 +416,17 @@ def _with_seed(search: SearchConfig, seed: int, strategy: str | None = None) -> 
     return replace(search, seed=seed, strategy=strategy or search.strategy)
 
 
-def logprob_gap(batch: TokenBatch) -> dict:
-    """|sampler log-prob - trainer old log-prob| over model tokens: its max and mean.
+def logprob_gap(batch: TokenBatch, world: distributed.World = distributed.World()) -> dict:
+    """|sampler log-prob - trainer old log-prob| over model tokens (of every rank): max and mean.
 
     verl logs this as its rollout/training probability gap: the sampler and the
     trainer must describe the same policy, or PPO's first ratio is not 1.
     """
     gap = (batch.tokens["sampler_logprobs"] - batch.tokens["old_logprobs"]).abs() * batch.mask
-    return {"logprob_diff_max": float(gap.max()) if gap.numel() else 0.0,
-            "logprob_diff_mean": float(masked_mean(gap, batch.mask))}
+    top = world.all_max(gap.max() if gap.numel() else gap.new_zeros(()))
+    summed, count = world.all_sum(torch.stack([torch.where(batch.mask != 0, gap * batch.mask, 0.0).sum(),
+                                               batch.mask.sum()]))
+    return {"logprob_diff_max": float(top), "logprob_diff_mean": float(summed / count.clamp_min(1e-8))}
 
 
 def _check_device(device: str) -> None:
