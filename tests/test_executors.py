@@ -2,6 +2,7 @@
 
 import csv
 import io
+import os
 import shutil
 import socket
 import sys
@@ -181,3 +182,21 @@ def test_ray_failing_cell_then_a_killed_cell_resumes(toy, local_out, local_ray, 
     err = capsys.readouterr().err
     assert "done    none seed 1: held-out success 0.000" in err and "(resumed from step 1)" in err, err
     assert_same_outputs(out, local_out, ("wall_seconds", "run_dir"))
+
+
+def test_a_local_ray_runs_its_cells_at_normal_priority(monkeypatch):
+    """Ray starts workers at nice 15 unless told; a local Ray the sweep starts runs its cells at 0."""
+    seen = []
+
+    class FakeRay:
+        def is_initialized(self):
+            return False
+
+        def init(self, **kwargs):
+            seen.append(os.environ.get(executors.NICENESS))
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(executors.NICENESS, raising=False)
+    monkeypatch.setattr(executors, "import_ray", FakeRay)
+    executors.RayExecutor()._connect()
+    assert seen == ["0"]

@@ -255,7 +255,7 @@ def compare_cmd(
                                    "one cell: its final success re-runs exactly"),
     seeds: List[int] = typer.Option([], "--seed", help="run only this seed (repeatable)"),
     executor: str = typer.Option("local", help="local: runs one after another here; ray: every "
-                                 "unfinished run a Ray task (pip install 'tsr[ray]')"),
+                                 "unfinished run a Ray task (pip install 'tsr\\[ray]')"),
     address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: RAY_ADDRESS, "
                                           "else a local Ray on this machine's cores)"),
 ) -> None:

@@ -41,6 +41,8 @@ RAY_RETRIES = 2
 #: the driver's environment variables with these prefixes reach every cell (W&B's mode, project and
 #: key; tsr's own): on a cluster, workers do not inherit the shell that ran `tsr compare`
 FORWARDED_ENV = ("TSR_", "WANDB_")
+#: the raylet's worker niceness (default 15), read from the environment by a local Ray
+NICENESS = "RAY_worker_niceness"
 RAY_EXTRA = "--executor ray needs Ray: pip install 'tsr[ray]' (in a clone: pip install -e '.[ray]')"
 
 
@@ -165,6 +167,10 @@ class RayExecutor:
     def _connect(self) -> None:
         """Join or start Ray on first use, so a sweep with nothing left to train starts nothing."""
         if not self.ray.is_initialized():  # a caller (a test, a notebook) may have started Ray already
+            if not (self.address or os.environ.get("RAY_ADDRESS")):
+                # A local Ray runs its workers at nice 15: cells would yield the cores to
+                # anything else on the machine. Here the cells are the work.
+                os.environ.setdefault(NICENESS, "0")
             self.ray.init(address=self.address, include_dashboard=False, log_to_driver=True)
             self._started = True
 
