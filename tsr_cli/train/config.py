@@ -72,7 +72,7 @@ class PolicySection:
     tiny_hidden: int = 64
     tiny_layers: int = 2
     #: what generates rollouts and evaluations: hf (the training model itself) or
-    #: vllm (a vLLM engine in this process, bfloat16, synced after every update)
+    #: vllm (a vLLM engine in this process, in policy.dtype, synced after every update)
     backend: str = "hf"
 
     def __post_init__(self) -> None:
