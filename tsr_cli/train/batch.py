@@ -147,6 +147,21 @@ def sections(batch: TokenBatch) -> tuple[int, int]:
     return len(batch) - extra, extra
 
 
+def weight_rows_equally(batch: TokenBatch) -> None:
+    """Make the policy loss's token mean a mean over rows (verl's `seq-mean-token-mean`).
+
+    Each row's loss weights are divided by its number of model tokens, so a
+    row weighs its sibling weight (1 for the batch's own trajectories)
+    however long it is, and the token mean of any minibatch, whose
+    denominator is the sum of the weights, is the mean over its rows of each
+    row's token mean. With one token per turn, a failed episode that ran out
+    of turns no longer outweighs a short success.
+    """
+    tok = batch.tokens
+    tokens = tok["mask"].sum(dim=1, keepdim=True).clamp(min=1)
+    tok["weight"] = loss_mask(batch) / tokens
+
+
 def loss_mask(batch: TokenBatch) -> torch.Tensor:
     """[N, L] per-token weights of the policy loss: `weight` when sibling rows
     were appended, else the plain model-token mask."""

@@ -24,6 +24,8 @@ from tsr_cli.train.loggers import LOGGERS
 
 #: generation backends (`policy.backend`, `--backend`)
 GENERATION_BACKENDS = ("hf", "vllm")
+#: algo.loss_agg values (verl's loss_agg_mode names)
+LOSS_AGG = ("token-mean", "seq-mean-token-mean")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -134,6 +136,11 @@ class AlgoSection:
     #: by min(pi_old / pi_sampler, tis_cap) when the sampler and the trainer
     #: disagree (vLLM, bf16); 0 = off
     tis_cap: float = 0.0
+    #: how the policy loss averages tokens (verl's loss_agg_mode): "token-mean"
+    #: (verl's default: every model token of the minibatch weighs the same, so a
+    #: long episode counts more) or "seq-mean-token-mean" (each trajectory's token
+    #: mean, then the mean over trajectories: every episode weighs the same)
+    loss_agg: str = "token-mean"
 
     def __post_init__(self) -> None:
         if self.name not in ("ppo", "grpo"):
@@ -147,6 +154,8 @@ class AlgoSection:
                 raise ConfigError(f"algo.{name} must be >= 1")
         if self.clip_ratio_c and self.clip_ratio_c <= 1:
             raise ConfigError("algo.clip_ratio_c must be > 1 (verl uses 3.0), or 0 to turn the dual clip off")
+        if self.loss_agg not in LOSS_AGG:
+            raise ConfigError(f"algo.loss_agg must be one of {', '.join(LOSS_AGG)}, got {self.loss_agg!r}")
         if self.tis_cap < 0:
             raise ConfigError("algo.tis_cap must be > 0, or 0 to turn truncated importance sampling off")
         if self.whiten_advantages is None:

@@ -48,6 +48,7 @@ from tsr_cli.train.batch import (
     loss_mask,
     overlay_sibling_advantages,
     sections,
+    weight_rows_equally,
 )
 from tsr_cli.train.config import TrainConfig
 from tsr_cli.train.model import ModelOptions, TrainableModel, build_policy, build_sampler
@@ -161,6 +162,8 @@ class Trainer:
             batch = build_batch(kept, self.policy.codec.pad_token_id)
             siblings = sibling_rows(kept, self.cfg.search.sibling_weight)  # none unless learn_from: siblings
             batch = append_rows(batch, siblings, self.policy.codec.pad_token_id).to(self.device)
+            if self.cfg.algo.loss_agg == "seq-mean-token-mean":
+                weight_rows_equally(batch)
         with _timed(record, "logprobs"):
             self.score_batch(batch)
             record.update(logprob_gap(batch, self.world))
