@@ -4,7 +4,8 @@ Two cell sets, each run three ways in one go, every run from an empty --out:
 
     toy              experiments/sweeps/toy.yaml with seeds [0, 1]: 2 arms x 2 seeds,
                      two training steps each (mostly start-up cost)
-    frozenlake_grpo  experiments/sweeps/frozenlake_grpo.yaml, arms none and beam, seed 0,
+    frozenlake_grpo  experiments/sweeps/pre_fix/frozenlake_grpo.yaml (the from-scratch sweep:
+                     no start to train first), arms none and beam, seed 0,
                      trainer.steps = --steps (the sweep's real batch: 8 x 8 rollouts, 64
                      held-out episodes)
 
@@ -45,15 +46,15 @@ EXECUTORS = {"local": ([], None), "ray": (["--executor", "ray"], None),
 
 def cell_set(name: str, steps: int) -> dict:
     """The sweep file for one cell set, with `base` made absolute so it can live elsewhere."""
+    path = SWEEPS / ("toy.yaml" if name == "toy" else "pre_fix/frozenlake_grpo.yaml")
+    sweep = yaml.safe_load(path.read_text())
     if name == "toy":
-        sweep = yaml.safe_load((SWEEPS / "toy.yaml").read_text())
         sweep["seeds"] = [0, 1]
     else:
-        sweep = yaml.safe_load((SWEEPS / "frozenlake_grpo.yaml").read_text())
         sweep["seeds"] = [0]
         sweep["arms"] = [arm for arm in sweep["arms"] if arm["name"] in ("none", "beam")]
         sweep["overrides"]["trainer.steps"] = steps
-    sweep["base"] = str((SWEEPS / sweep["base"]).resolve())
+    sweep["base"] = str((path.parent / sweep["base"]).resolve())
     return sweep
 
 
