@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml Makefile
 
 setup: $(STAMP)
 
+# The main job: tsr train with beam-search rollouts and GRPO (experiments/run.yaml).
 run: setup
-	$(VENV)/bin/tsr train --config experiments/quickstart.yaml --overwrite
+	$(VENV)/bin/tsr train --config experiments/run.yaml --search beam --algo grpo --overwrite
+	@echo "learning curve: runs/run/curves.png (held-out success by step: runs/run/curves.csv)"
 
 test: setup
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
