@@ -266,8 +266,8 @@ def compare_cmd(
     checkpoint. A run that fails is reported and the others go on; the sweep
     then exits 1 and writes no tables, and running it again retries the failed
     runs. To check one cell of a committed result, re-run it into a new
-    directory, e.g. `tsr compare experiments/sweeps/pre_fix/frozenlake_grpo.yaml
-    --arm beam --seed 1 --out /tmp/cell`, and compare its results.csv row.
+    directory, e.g. `tsr compare experiments/sweeps/sokoban_grpo_sft.yaml
+    --arm none --seed 1 --out /tmp/cell`, and compare its results.csv row.
     """
     from tsr_cli import compare
     from tsr_cli.executors import make_executor
