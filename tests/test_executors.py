@@ -145,7 +145,17 @@ def test_error_line_is_the_last_line():
 def local_ray():
     """A local Ray with two CPUs, started by the test (the executor joins it and leaves it running)."""
     ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a `ray start` one
+    # workers at nice 0, as the executor's own local Ray has them: at Ray's 15 they
+    # crawl on a machine that is busy with anything else
+    before = os.environ.get(executors.NICENESS)
+    os.environ[executors.NICENESS] = "0"
+    try:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a `ray start` one
+    finally:
+        if before is None:
+            del os.environ[executors.NICENESS]
+        else:
+            os.environ[executors.NICENESS] = before
     yield ray
     ray.shutdown()
 
