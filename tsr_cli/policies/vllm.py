@@ -167,9 +167,10 @@ class VLLMPolicy:
         else:
             seeds = torch.randint(0, 2**31 - n, (len(prompts),), generator=self.generator).tolist()
         requests = [{"prompt_token_ids": list(p)} for p in prompts]
+        adapter = self.lora.request if self.lora else None
         with _serving_threads():
-            outputs = self.llm.generate(requests, [self._sampling(params, n, s) for s in seeds], use_tqdm=False,
-                                        lora_request=self.lora.request if self.lora else None)
+            outputs = self.llm.generate(requests, [self._sampling(params, n, s) for s in seeds],
+                                        use_tqdm=False, lora_request=adapter)
         out = [[self._completion(c) for c in o.outputs] for o in outputs]
         self._count(outputs, prompts)
         self.stats.add(out)

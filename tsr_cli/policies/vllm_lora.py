@@ -8,10 +8,11 @@ loads the adapter as PEFT writes it: adapter_model.safetensors and
 adapter_config.json in a fresh directory (vLLM's loader reads those; it would
 fall back to a pickled adapter_model.bin, which is never written here).
 
-Every sync is a new adapter with a new name and integer id. vLLM keys its
-loaded adapters by id and its prefix-cache blocks by (name, path), so neither
-can serve the previous update's weights; with `max_loras=1` (and vLLM's
-default of as many CPU slots) loading the new adapter evicts the old one.
+Every sync is a new adapter with a new name and integer id. vLLM keeps a
+loaded adapter by id and does not reload an id it holds (a sync that reused
+one would go on serving the previous update: tested), and it keys prefix-cache
+blocks by the adapter's name and path. With `max_loras=1` (and vLLM's default
+of as many CPU slots) loading the new adapter evicts the old one.
 """
 
 from __future__ import annotations
