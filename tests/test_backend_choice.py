@@ -26,6 +26,13 @@ def test_backend_defaults_to_hf_and_is_validated():
         load_config(overrides={"policy.backend": "sglang"})
 
 
+def test_vllm_lora_sync_is_validated_in_one_line():
+    assert load_config(overrides={"policy.vllm_lora": "native"}).policy.vllm_lora == "native"
+    with pytest.raises(ConfigError, match="policy.vllm_lora must be one of merge, native") as err:
+        load_config(overrides={"policy.vllm_lora": "punica"})
+    assert len(str(err.value).splitlines()) == 1 and "'punica'" in str(err.value)
+
+
 @pytest.mark.parametrize("command", [
     ["eval", "--env", "frozenlake", "--policy", "smollm2-135m", "--episodes", "1", "--backend", "vllm"],
     ["train", "--env", "frozenlake", "--policy", "tiny", "--steps", "1", "--backend", "vllm"],

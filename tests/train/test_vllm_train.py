@@ -35,13 +35,15 @@ def greedy(policy, codec):
     return [g[0].token_ids for g in policy.generate(ids, 1, SamplingParams(temperature=0, max_new_tokens=10))]
 
 
-@pytest.mark.parametrize("lora", [True, False], ids=["lora-merged", "full"])
-def test_synced_engine_generates_like_the_trained_policy(lora):
+@pytest.mark.parametrize("lora, vllm_lora", [(True, "merge"), (True, "native"), (False, "merge")],
+                         ids=["lora-merged", "lora-native", "full"])
+def test_synced_engine_generates_like_the_trained_policy(lora, vllm_lora):
     """After an update the engine serves exactly the trainer's new weights (float32 both sides)."""
     # a large step, so that the update visibly moves greedy decoding
     lr = 2e-2 if lora else 1e-3
     trainer = Trainer(load_config(overrides={**SMALL, "policy.backend": "vllm", "policy.lora": lora,
-                                             "algo.lr": lr}))
+                                             "policy.vllm_lora": vllm_lora, "algo.lr": lr}))
+    assert (trainer.sampler.lora is not None) == (vllm_lora == "native")
     codec = trainer.policy.codec
     before = greedy(trainer.sampler, codec)
     record = trainer.train_step()

