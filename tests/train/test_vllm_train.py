@@ -60,12 +60,19 @@ def tsr(*args, env=None):
                           text=True, env={**os.environ, **(env or {})})
 
 
-def test_train_cli_two_steps_checkpoints_and_evaluates(tmp_path):
-    run_dir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    """A two-step LoRA run trained with vLLM rollouts, checkpointed at every step."""
+    run_dir = tmp_path_factory.mktemp("vllm") / "run"
     sets = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}")]
     done = tsr("train", "--backend", "vllm", "--steps", "2", "--save-every", "1", "--eval-every", "1",
                "--run-dir", str(run_dir), *sets)
     assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir
+
+
+def test_train_cli_two_steps_checkpoints_and_evaluates(lora_run):
+    run_dir = lora_run
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 1, 2]
     for record in records[1:]:
@@ -78,6 +85,22 @@ def test_train_cli_two_steps_checkpoints_and_evaluates(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["episodes"] == 2 and result["env"] == "frozenlake" and result["tokens_generated"] > 0
+
+
+def test_lora_training_from_a_lora_checkpoint_syncs(lora_run):
+    """A LoRA start (as `tsr sft` writes one) under this run's LoRA: the engine follows the update.
+
+    The start's adapters are merged into the weights this run begins from; nested
+    PEFT names were once sent to vLLM, which knows no `base_model` module.
+    """
+    start = lora_run / "checkpoints/step_2"
+    trainer = Trainer(load_config(overrides={**SMALL, "policy.name": str(start), "policy.backend": "vllm",
+                                             "policy.lora": True, "algo.lr": 2e-2}))
+    codec = trainer.policy.codec
+    assert greedy(trainer.sampler, codec) == greedy(trainer.policy, codec)  # serves the start
+    trainer.train_step()
+    assert greedy(trainer.sampler, codec) == greedy(trainer.policy, codec)  # and the update
+    trainer.sampler.close()
 
 
 @pytest.mark.parametrize("policy, message", [

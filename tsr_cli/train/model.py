@@ -23,6 +23,7 @@ from tsr_cli.train.config import PolicySection
 def build_policy(section: PolicySection, env_name: str, seed: int, device: str = "cpu"):
     """Load the policy named in the config (tiny gets the config's width and depth)."""
     from tsr_cli.policies import load_policy
+    from tsr_cli.train import checkpoint  # noqa: F401  registers the loader: a start may be a tsr checkpoint
 
     kwargs = {"device": device, "dtype": section.dtype}
     if section.name == "tiny":
@@ -97,6 +98,13 @@ class TrainableModel:
         self.options = options or ModelOptions()
         self.device = torch.device(getattr(policy, "device", "cpu"))
         base = policy.model
+        if hasattr(base, "merge_and_unload"):
+            # A start trained with LoRA (a tsr checkpoint) arrives PEFT-wrapped. Its adapters
+            # become part of the weights this run starts from, so that this run's own LoRA
+            # is not nested in another (whose parameter names no engine knows) and full
+            # fine-tuning trains every weight, not the old adapters alone.
+            base = base.merge_and_unload().requires_grad_(not section.lora)
+            policy.model = base
         self.critic_model = copy.deepcopy(base) if critic == "separate" else None
         # Full fine-tuning needs a frozen copy for the KL reference; LoRA just
         # switches its adapters off.
