@@ -235,6 +235,23 @@ def test_arm_table_pairs_arms_by_seed_against_the_references():
     assert "| beam | beam | 3 | 0.600 [0.352, 0.848] | +0.450 [+0.300, +0.600] |" in markdown
 
 
+
+def test_sibling_arms_are_paired_with_beam_and_show_their_cost():
+    """Issue 12's table: Δ vs beam, the final policy's invalid answers, the sibling rows' tokens."""
+    results, curves = hand_made()
+    names = {"a": "beam", "b": "none", "c": "beam-siblings"}
+    results["arm"], curves["arm"] = results["arm"].map(names), curves["arm"].map(names)
+    results["final_val_invalid_action_rate"] = results["arm"].map({"beam": 0.9, "none": 0.02, "beam-siblings": 0.1})
+    results["sibling_tokens"] = results["arm"].map({"beam": 0, "none": 0, "beam-siblings": 5000})
+    results["steps_to_threshold"] = compare.steps_to_threshold(results, curves, 1.0, "none")
+    table = compare.arm_table(results).set_index("arm")
+    # beam-siblings - beam on seeds 0 and 1: 0.4 - 0.5 and 0.0 - 0.7
+    assert table.loc["beam-siblings", "diff_vs_beam_mean"] == pytest.approx(-0.4)
+    assert table.loc["beam-siblings", "sibling_tokens"] == 5000
+    markdown = compare.to_markdown(table.reset_index())
+    assert "Δ vs beam (paired, 95%)" in markdown and "| invalid answers |" in markdown
+    assert "sibling tokens / run" in markdown and "| 90.0% |" in markdown and "| 5,000 |" in markdown
+
 # ------------------------------------------------------------------ bad sweep files
 BAD = {
     "unknown key": f"base: {BASE}\nseeds: [0]\narms: [{{name: a}}]\nrepeats: 3\n",

@@ -72,7 +72,7 @@ ARM_KEYS = ("name", "set", "seeds")
 RESERVED = ("trainer.seed", "trainer.run_dir", "trainer.tags")
 SUMMARY_KEYS = ("final_val_success_rate", "final_val_mean_return", "initial_val_success_rate", "steps",
                 "tokens_generated", "env_steps", "sim_env_steps", "wall_seconds",
-                "final_val_sampled_success_rate", "final_val_invalid_action_rate")
+                "final_val_sampled_success_rate", "final_val_invalid_action_rate", "sibling_tokens")
 RESULT_COLUMNS = ["arm", "env", "algo", "search", "seed", *SUMMARY_KEYS, "steps_to_threshold", "run_dir"]
 _ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # it becomes a directory name
 

@@ -4,16 +4,19 @@ One row per arm (in sweep order):
 - held-out success (the headline: greedy unless the sweep says otherwise)
   and, when evaluated, sampled success, each as the mean over seeds with its
   95% Student-t interval;
-- the paired difference from each reference arm (`none`, and the
-  compute-matched `none-matched`): the mean of the per-seed differences with
-  a 95% percentile-bootstrap interval over seeds (`tsr_cli.stats`). Arms are
+- the paired difference from each reference arm (`none`, the
+  compute-matched `none-matched`, and `beam`, the paper's TSR): the mean
+  of the per-seed differences with a 95% percentile-bootstrap interval
+  over seeds (`tsr_cli.stats`). Arms are
   paired by seed, since every arm trains and evaluates on the same instance
   seeds;
 - speed: steps until held-out success reaches a target, which is `threshold`
   x the first reference arm's mean final success (1.0: "as good as plain
   sampling ends"), or x the best arm's when the sweep has no reference arm;
-- compute: each run's generated tokens, real and simulated env steps and
-  wall time, averaged over seeds.
+- the final policy's invalid-answer rate on the held-out episodes (no search);
+- compute: each run's generated tokens, real and simulated env steps, the
+  tokens of the sibling rows it trained on (issue 12's cost) and wall time,
+  averaged over seeds.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ import pandas as pd
 from tsr_cli.stats import mean_interval, paired_difference
 
 #: compute columns of the arm table: the mean over seeds of each run's total
-COMPUTE = ("tokens_generated", "env_steps", "sim_env_steps", "wall_seconds")
+COMPUTE = ("tokens_generated", "env_steps", "sim_env_steps", "sibling_tokens", "wall_seconds")
 #: arms every other arm is compared with, when the sweep has them
-DEFAULT_REFERENCES = ("none", "none-matched")
+DEFAULT_REFERENCES = ("none", "none-matched", "beam")
 
 
 def references(results: pd.DataFrame, wanted=DEFAULT_REFERENCES) -> list[str]:
@@ -80,8 +83,11 @@ def _arm_row(arm: str, by_seed: dict, refs: list[str]) -> dict:
         "steps_to_threshold": steps_text(reached, len(runs)),
         "steps_to_threshold_mean": reached.mean() if len(reached) else math.nan,
         "seeds_reaching_threshold": len(reached),
-        **{key: runs[key].mean() for key in COMPUTE},
+        **{key: runs[key].mean() for key in COMPUTE if key in runs},
     }
+    invalid = runs.get("final_val_invalid_action_rate")
+    if invalid is not None and invalid.notna().any():
+        row["final_val_invalid_action_rate"] = invalid.mean()
     sampled = runs.get("final_val_sampled_success_rate")
     if sampled is not None and sampled.notna().any():
         interval = mean_interval(sampled)
@@ -122,11 +128,15 @@ def markdown_columns(table: pd.DataFrame, headline: str = "held-out success") ->
     for column in table.columns:
         if column.startswith("diff_vs_") and column.count("_") >= 2 and not column.endswith(("_mean", "_low", "_high")):
             columns.append((column, f"Δ vs {column.removeprefix('diff_vs_')} (paired, 95%)", str))
+    if "final_val_invalid_action_rate" in table:
+        columns.append(("final_val_invalid_action_rate", "invalid answers", "{:.1%}".format))
     columns += [("steps_to_threshold", "steps to target", str),
                 ("tokens_generated", "gen. tokens / run", "{:,.0f}".format),
                 ("env_steps", "env steps / run", "{:,.0f}".format),
-                ("sim_env_steps", "sim. env steps / run", "{:,.0f}".format),
-                ("wall_seconds", "wall s / run", "{:,.1f}".format)]
+                ("sim_env_steps", "sim. env steps / run", "{:,.0f}".format)]
+    if table.get("sibling_tokens", pd.Series(dtype=float)).fillna(0).any():
+        columns.append(("sibling_tokens", "sibling tokens / run", "{:,.0f}".format))
+    columns += [("wall_seconds", "wall s / run", "{:,.1f}".format)]
     return columns
 
 

@@ -96,7 +96,8 @@ class Trainer:
         # same order on every device.
         self.shuffle = torch.Generator().manual_seed(cfg.trainer.seed)
         self.step = 0
-        self.totals = {"tokens_generated": 0, "env_steps": 0, "sim_env_steps": 0, "wall_seconds": 0.0}
+        self.totals = {"tokens_generated": 0, "env_steps": 0, "sim_env_steps": 0, "sibling_tokens": 0,
+                       "wall_seconds": 0.0}
         self.initial_eval: dict | None = None
         self.last_eval: dict | None = None
         self._make_env = _env_factory(cfg)
@@ -186,7 +187,7 @@ class Trainer:
         })
         timings = tuple(k for k in record if k.startswith("time_"))  # a step waits for its slowest rank
         record = self.world.reduce(record, sums=SUMMED, maxes=MAXED + timings)
-        for key in ("tokens_generated", "env_steps", "sim_env_steps"):
+        for key in ("tokens_generated", "env_steps", "sim_env_steps", "sibling_tokens"):
             self.totals[key] += record[key]
         return record
 
