@@ -319,6 +319,10 @@ def test_start_is_trained_once_and_every_arm_starts_from_it(tmp_path):
     stamp = (out / "start/summary.json").stat().st_mtime_ns
     states = [run.state for run in compare.plan(compare.load_sweep(sweep_file), out)]
     assert states == ["done"] * 3 and (out / "start/summary.json").stat().st_mtime_ns == stamp
+    # the start config changed since: OUT/start no longer describes it, and is not reused
+    start.write_text(start.read_text().replace("lr: 0.001", "lr: 0.0005"))
+    with pytest.raises(compare.SweepError, match="holds a start made with a different algo.lr"):
+        compare.plan(compare.load_sweep(sweep_file), out)
     bad = tmp_path / "bad.yaml"
     bad.write_text(sweep_file.read_text().replace("seeds: [1]", "seeds: [7]"))
     with pytest.raises(compare.SweepError, match="among the sweep's"):

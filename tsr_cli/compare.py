@@ -254,6 +254,7 @@ def plan(sweep: Sweep, out: Path, on_start=None) -> list[PlannedRun]:
 def start_checkpoint(sweep: Sweep, out: Path, on_start=None) -> Path:
     """OUT/start's last checkpoint, training the sweep's start config there first if needed."""
     directory = Path(out) / "start"
+    _check_start(sweep.start, directory)
     if not (directory / "summary.json").is_file():
         if on_start:
             on_start(sweep.start)
@@ -262,6 +263,35 @@ def start_checkpoint(sweep: Sweep, out: Path, on_start=None) -> Path:
     if checkpoint is None:
         raise SweepError(f"the start run {directory} finished without a checkpoint")
     return checkpoint
+
+
+def _start_config(config: Path, directory: Path) -> dict:
+    """The start config as its run dir records it: flat `section.key` values, run dir aside."""
+    raw = read_yaml_mapping(config, "start config", SweepError)
+    overrides = {"trainer.run_dir": str(directory)}
+    if "sft" in raw:
+        from tsr_cli.sft import load_sft_config
+
+        tree = load_sft_config(config, overrides).to_dict()
+    else:
+        tree = load_config(config, overrides).to_dict()
+    flat = {f"{section}.{key}": value for section, values in tree.items() for key, value in values.items()}
+    flat.pop("trainer.run_dir")
+    return flat
+
+
+def _check_start(config: Path, directory: Path) -> None:
+    """OUT/start made from another start config is an error, as a run dir is: reusing it would
+    start every arm from a policy the sweep file no longer describes."""
+    recorded = directory / ("sft.yaml" if (directory / "sft.yaml").is_file() else "config.yaml")
+    if not recorded.is_file():
+        return
+    want = _start_config(config, directory)
+    have = _start_config(recorded, directory)
+    key = _first_difference(want, have) or _first_difference(have, want)
+    if key:
+        raise SweepError(f"{directory} holds a start made with a different {key}; "
+                         "delete it or choose another --out")
 
 
 def train_start(config: Path, directory: Path) -> dict:
