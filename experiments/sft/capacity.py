@@ -33,18 +33,18 @@ def cells(grid: dict):
     for env, spec in grid["envs"].items():
         for size in spec.get("sizes", grid["sizes"]):
             layers, hidden = (int(x) for x in size.split("x"))
-            for demos in spec.get("demos", grid["demos"]):
+            for demos in spec.get("demos", grid.get("demos")):
                 command = (f"tsr sft --config {spec['config']} --demos {demos} --epochs {spec['epochs']} "
                            f"--set policy.tiny_layers={layers} --set policy.tiny_hidden={hidden}")
                 yield env, size, demos, spec["epochs"], command
 
 
-def run_dir(env: str, size: str, demos: int) -> Path:
-    return RUNS / f"{env}-{size}-d{demos}"
+def run_dir(env: str, size: str, demos: int, epochs: int) -> Path:
+    return RUNS / f"{env}-{size}-d{demos}-e{epochs}"
 
 
-def run_cell(env, size, demos, command) -> None:
-    target = run_dir(env, size, demos)
+def run_cell(env, size, demos, epochs, command) -> None:
+    target = run_dir(env, size, demos, epochs)
     if (target / "summary.json").is_file():
         return
     argv = [sys.executable, "-m", "tsr_cli.cli", *shlex.split(command)[1:], "--run-dir", str(target),
@@ -58,7 +58,7 @@ def table(grid: dict):
 
     rows = []
     for env, size, demos, epochs, command in cells(grid):
-        path = ROOT / run_dir(env, size, demos) / "summary.json"
+        path = ROOT / run_dir(env, size, demos, epochs) / "summary.json"
         if path.is_file():
             s = json.loads(path.read_text())
             rows.append([env, size, demos, epochs, s["final_val_success_rate"], s["expert_val_success_rate"],
@@ -97,9 +97,9 @@ def main() -> None:
     grid = yaml.safe_load(Path(args.grid).read_text())
     if not args.table_only:
         # cheapest cells first: the small-data results come early
-        for env, size, demos, _, command in sorted(cells(grid), key=lambda cell: cell[2]):
+        for env, size, demos, epochs, command in sorted(cells(grid), key=lambda cell: cell[2]):
             if args.only in (None, env):
-                run_cell(env, size, demos, command)
+                run_cell(env, size, demos, epochs, command)
     frame = table(grid)
     (ROOT / OUT).mkdir(parents=True, exist_ok=True)
     frame.to_csv(ROOT / OUT / "capacity.csv", index=False)
