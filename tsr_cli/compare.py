@@ -265,19 +265,15 @@ def start_checkpoint(sweep: Sweep, out: Path, on_start=None) -> Path:
     return checkpoint
 
 
-def _start_config(config: Path, directory: Path) -> dict:
-    """The start config as its run dir records it: flat `section.key` values, run dir aside."""
+def _load_start(config: Path, directory: Path):
+    """A start config bound to `directory`: an SFTConfig when it has an `sft:` section, else a TrainConfig."""
     raw = read_yaml_mapping(config, "start config", SweepError)
     overrides = {"trainer.run_dir": str(directory)}
     if "sft" in raw:
         from tsr_cli.sft import load_sft_config
 
-        tree = load_sft_config(config, overrides).to_dict()
-    else:
-        tree = load_config(config, overrides).to_dict()
-    flat = {f"{section}.{key}": value for section, values in tree.items() for key, value in values.items()}
-    flat.pop("trainer.run_dir")
-    return flat
+        return load_sft_config(config, overrides)
+    return load_config(config, overrides)
 
 
 def _check_start(config: Path, directory: Path) -> None:
@@ -286,8 +282,7 @@ def _check_start(config: Path, directory: Path) -> None:
     recorded = directory / ("sft.yaml" if (directory / "sft.yaml").is_file() else "config.yaml")
     if not recorded.is_file():
         return
-    want = _start_config(config, directory)
-    have = _start_config(recorded, directory)
+    want, have = _comparable(_load_start(config, directory)), _comparable(_load_start(recorded, directory))
     key = _first_difference(want, have) or _first_difference(have, want)
     if key:
         raise SweepError(f"{directory} holds a start made with a different {key}; "
@@ -296,15 +291,14 @@ def _check_start(config: Path, directory: Path) -> None:
 
 def train_start(config: Path, directory: Path) -> dict:
     """Train a start config into `directory`: `tsr sft` when it has an `sft:` section, else `tsr train`."""
-    raw = read_yaml_mapping(config, "start config", SweepError)
-    overrides = {"trainer.run_dir": str(directory)}
-    if "sft" in raw:
-        from tsr_cli.sft import SFTRun, load_sft_config
+    cfg = _load_start(config, directory)
+    if isinstance(cfg, TrainConfig):
+        if (directory / "config.yaml").is_file():
+            return Run.resume(directory).train()
+        return Run.create(cfg).train()
+    from tsr_cli.sft import SFTRun
 
-        return SFTRun.create(load_sft_config(config, overrides), overwrite=True).train()
-    if (directory / "config.yaml").is_file():
-        return Run.resume(directory).train()
-    return Run.create(load_config(config, overrides)).train()
+    return SFTRun.create(cfg, overwrite=True).train()
 
 
 def select(runs: list[PlannedRun], arms: list[str] = (), seeds: list[int] = ()) -> list[PlannedRun]:
@@ -335,9 +329,10 @@ def _on_disk(directory: Path) -> str:
     return "done" if (directory / "summary.json").is_file() else "resume"
 
 
-def _comparable(cfg: TrainConfig) -> dict:
-    """The config minus what does not change a run's numbers: its directory (spelt relative or
-    absolute), its tags (renaming the sweep file) and its loggers (adding wandb mid-sweep)."""
+def _comparable(cfg) -> dict:
+    """A TrainConfig (or SFTConfig) as flat `section.key` values, minus what does not change a
+    run's numbers: its directory (spelt relative or absolute), its tags (renaming the sweep
+    file) and its loggers (adding wandb mid-sweep)."""
     flat = {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
     for key in ("trainer.run_dir", "trainer.tags", "trainer.logger"):
         flat.pop(key)
