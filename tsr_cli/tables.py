@@ -125,9 +125,11 @@ def markdown_columns(table: pd.DataFrame, headline: str = "held-out success") ->
                ("final_val_success", f"{headline} (95%)", str)]
     if "final_val_sampled_success" in table:
         columns.append(("final_val_sampled_success", "sampled success (95%)", str))
-    for column in table.columns:
-        if column.startswith("diff_vs_") and column.count("_") >= 2 and not column.endswith(("_mean", "_low", "_high")):
-            columns.append((column, f"Δ vs {column.removeprefix('diff_vs_')} (paired, 95%)", str))
+    diffs = [column.removeprefix("diff_vs_") for column in table.columns
+             if column.startswith("diff_vs_") and not column.endswith(("_mean", "_low", "_high"))]
+    order = {ref: i for i, ref in enumerate(DEFAULT_REFERENCES)}
+    for ref in sorted(diffs, key=lambda ref: order.get(ref, len(order))):  # none first, whatever row came first
+        columns.append((f"diff_vs_{ref}", f"Δ vs {ref} (paired, 95%)", str))
     if "final_val_invalid_action_rate" in table:
         columns.append(("final_val_invalid_action_rate", "invalid answers", "{:.1%}".format))
     columns += [("steps_to_threshold", "steps to target", str),
