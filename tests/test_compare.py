@@ -235,7 +235,6 @@ def test_arm_table_pairs_arms_by_seed_against_the_references():
     assert "| beam | beam | 3 | 0.600 [0.352, 0.848] | +0.450 [+0.300, +0.600] |" in markdown
 
 
-
 def test_sibling_arms_are_paired_with_beam_and_show_their_cost():
     """Issue 12's table: Δ vs beam, the final policy's invalid answers, the sibling rows' tokens."""
     results, curves = hand_made()
@@ -252,6 +251,7 @@ def test_sibling_arms_are_paired_with_beam_and_show_their_cost():
     assert "Δ vs none (paired, 95%) | Δ vs beam (paired, 95%)" in markdown  # the references' order
     assert "| invalid answers |" in markdown
     assert "sibling tokens / run" in markdown and "| 90.0% |" in markdown and "| 5,000 |" in markdown
+
 
 # ------------------------------------------------------------------ bad sweep files
 BAD = {

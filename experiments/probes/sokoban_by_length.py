@@ -20,22 +20,17 @@ from collections import Counter
 from pathlib import Path
 
 from envs.sokoban_solver import solution_length
-from tsr_cli.evaluate import eval_rollout, eval_seeds
-from tsr_cli.policies.base import SamplingParams
+from tsr_cli.evaluate import eval_seeds
 from tsr_cli.train.config import load_config
-from tsr_cli.train.trainer import EVAL_STREAMS, Trainer, _with_seed
+from tsr_cli.train.trainer import Trainer
 
 
 def outcomes(run_config: Path, checkpoint: Path) -> tuple[dict[int, bool], Trainer]:
     """{held-out seed: solved} for `checkpoint`, played greedily as `run_config` evaluates; the trainer."""
     cfg = load_config(run_config, {"policy.name": str(checkpoint), "trainer.run_dir": "/nonexistent"})
     trainer = Trainer(cfg)
-    search = _with_seed(cfg.search, cfg.trainer.seed, strategy=cfg.trainer.eval_search)
-    params = SamplingParams(0.0, cfg.policy.top_p, cfg.policy.max_new_tokens, trainer.protocol().stop)
+    result = trainer.held_out_episodes(temperature=0.0)
     seeds = eval_seeds(cfg.trainer.eval_episodes)
-    result = eval_rollout(trainer.sampler, trainer._make_env, seeds, search, params, trainer.protocol(),
-                          env_name=cfg.env.name, batch_groups=cfg.trainer.rollout_batch,
-                          streams=(cfg.trainer.seed, EVAL_STREAMS))
     return {seed: bool(t.success) for seed, t in zip(seeds, result.trajectories)}, trainer
 
 

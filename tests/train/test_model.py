@@ -67,7 +67,6 @@ def test_a_lora_start_is_merged_not_nested():
         assert torch.allclose(_greedy_logits(model.model), before, atol=1e-5)
 
 
-
 def test_build_policy_reads_a_tsr_checkpoint_without_the_cli(tmp_path):
     """The library path (no CLI, no run module imported) hands a tsr checkpoint to its loader."""
     import subprocess

@@ -187,7 +187,7 @@ class Trainer:
         })
         timings = tuple(k for k in record if k.startswith("time_"))  # a step waits for its slowest rank
         record = self.world.reduce(record, sums=SUMMED, maxes=MAXED + timings)
-        for key in ("tokens_generated", "env_steps", "sim_env_steps", "sibling_tokens"):
+        for key in self.totals.keys() - {"wall_seconds"}:  # wall time is summed where it is measured
             self.totals[key] += record[key]
         return record
 
@@ -222,7 +222,14 @@ class Trainer:
         return summary
 
     def _evaluate_at(self, temperature: float) -> dict:
-        """This rank's share of the held-out episodes, summarised over all ranks.
+        """This rank's share of the held-out episodes, summarised over all ranks."""
+        result = self.held_out_episodes(temperature)
+        cost = self.world.reduce(result.cost.as_dict(), sums=SUMMED, maxes=MAXED)
+        return summarize_stats(self.world.gather(episode_stats(result.trajectories)), cost)
+
+    def held_out_episodes(self, temperature: float):
+        """This rank's share of the held-out episodes at `temperature`: a RolloutResult whose
+        trajectories follow `eval_seeds(trainer.eval_episodes)[share]`.
 
         Every episode samples from its own stream keyed by (seed, episode), the
         same at each evaluation: successive evaluations see common random
@@ -233,11 +240,9 @@ class Trainer:
         params = SamplingParams(temperature, cfg.policy.top_p, cfg.policy.max_new_tokens, self.protocol().stop)
         seeds = eval_seeds(cfg.trainer.eval_episodes)
         share = self.world.share(len(seeds))
-        result = eval_rollout(self.sampler, self._make_env, seeds[share], search, params, self.protocol(),
-                              env_name=cfg.env.name, batch_groups=cfg.trainer.rollout_batch,
-                              first_group=share.start, streams=(cfg.trainer.seed, EVAL_STREAMS))
-        cost = self.world.reduce(result.cost.as_dict(), sums=SUMMED, maxes=MAXED)
-        return summarize_stats(self.world.gather(episode_stats(result.trajectories)), cost)
+        return eval_rollout(self.sampler, self._make_env, seeds[share], search, params, self.protocol(),
+                            env_name=cfg.env.name, batch_groups=cfg.trainer.rollout_batch,
+                            first_group=share.start, streams=(cfg.trainer.seed, EVAL_STREAMS))
 
     def sync_sampler(self) -> dict:
         """Push the trained weights into a sampler that keeps its own copy (vLLM): {sync_seconds}."""
