@@ -212,9 +212,19 @@ def test_arm_table_mean_std_and_compute():
     assert table.loc["c", "steps_to_threshold"] == "5.0 (1/2 seeds)"
     assert table.loc["a", "tokens_generated"] == 2000 and table.loc["b", "sim_env_steps"] == 0
     assert compare.mean_std(pd.Series([0.25])) == "0.250"
+    assert table.loc["a", "gain_over_start_mean"] == pytest.approx(0.6)  # every run started at 0
     markdown = compare.to_markdown(table.reset_index(), "caption")
-    assert markdown.startswith("caption\n") and "| a | beam | 3 | 0.600 [0.352, 0.848] | 6.7 | 2,000 |" in markdown
-    assert "held-out success (95%)" in markdown
+    assert markdown.startswith("caption\n") and "| a | beam | 3 | 0.600 [0.352, 0.848] | +0.600 [" in markdown
+    assert "held-out success (95%)" in markdown and "gain over start (paired, 95%)" in markdown
+
+
+def test_gain_over_start_pairs_each_run_with_its_own_start():
+    results, _ = hand_made()
+    results["initial_val_success_rate"] = results["final_val_success_rate"] - 0.1  # each run gained 0.1
+    table = compare.arm_table(results).set_index("arm")
+    assert table.loc["a", "gain_over_start"] == "+0.100 [+0.100, +0.100]"
+    no_start = compare.arm_table(results.assign(initial_val_success_rate=float("nan")))
+    assert "gain_over_start" not in no_start
 
 
 def test_arm_table_pairs_arms_by_seed_against_the_references():
@@ -328,3 +338,10 @@ def test_start_is_trained_once_and_every_arm_starts_from_it(tmp_path):
     bad.write_text(sweep_file.read_text().replace("seeds: [1]", "seeds: [7]"))
     with pytest.raises(compare.SweepError, match="among the sweep's"):
         compare.load_sweep(bad)
+
+
+def test_the_caption_prints_the_experts_ceiling_on_the_same_instances():
+    results, _ = hand_made()
+    text = compare.caption("sweep", results, 1.0, [], "greedy held-out success", ceiling=0.78125)
+    assert "the environment's expert succeeds on 0.781 of the same held-out instances" in text
+    assert "expert" not in compare.caption("sweep", results, 1.0, [], "greedy held-out success")

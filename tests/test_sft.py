@@ -13,7 +13,8 @@ from tsr_cli.evaluate import EVAL_SEED_OFFSET
 from tsr_cli.policies import load_policy
 from tsr_cli.policies.base import SamplingParams
 from tsr_cli.rollout import rollout
-from tsr_cli.sft import SFTRun, demo_seeds, load_sft_config, protocol_of
+from tsr_cli.sft import SFTRun, demo_seeds, expert_success, load_sft_config, protocol_of
+from tsr_cli.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SOKOBAN = ["--config", str(ROOT / "experiments/sft/sokoban_tiny.yaml"), "--set", "trainer.eval_episodes=4",
@@ -153,6 +154,16 @@ def test_eval_expert_from_the_cli(capsys):
                  "--actions-per-turn", "1", "--answer-only", "--episodes", "20", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["success_rate"] > 0.5 and result["invalid_action_rate"] == 0.0
+
+
+def test_expert_success_is_the_ceiling_tsr_eval_measures(capsys):
+    """What `tsr compare` prints as a sweep's ceiling: the expert on the run's own held-out seeds."""
+    cfg = load_config(None, {"env.name": "frozenlake", "env.max_turns": 10, "env.actions_per_turn": 1,
+                             "env.answer_only": True, "trainer.eval_episodes": 20})
+    assert main(["eval", "--env", "frozenlake", "--policy", "expert", "--max-turns", "10",
+                 "--actions-per-turn", "1", "--answer-only", "--episodes", "20", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert expert_success(cfg) == result["success_rate"]
 
 
 class NoExpertEnv(envs.TextEnv):

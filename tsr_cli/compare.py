@@ -61,6 +61,7 @@ from tsr_cli.tables import (  # noqa: F401  (re-exported: the sweep API)
     threshold_target,
     to_markdown,
 )
+from tsr_cli.sft import expert_success
 from tsr_cli.executors import DEFAULT_RESOURCES, CellResult, LocalExecutor, check_resources
 from tsr_cli.train.config import ConfigError, TrainConfig, load_config, read_yaml_mapping
 from tsr_cli.train.checkpoint import latest_checkpoint
@@ -440,8 +441,8 @@ def write_outputs(sweep: Sweep, out: Path) -> list[Path]:
     curves.to_csv(out / "curves.csv", index=False)
     table.to_csv(out / "table.csv", index=False)
     headline = _headline(sweep)
-    (out / "table.md").write_text(to_markdown(table, caption(sweep.name, results, sweep.threshold, refs, headline),
-                                              headline))
+    text = caption(sweep.name, results, sweep.threshold, refs, headline, ceiling=_ceiling(sweep))
+    (out / "table.md").write_text(to_markdown(table, text, headline))
     for x, name in (("step", "success_vs_step.png"), ("tokens_generated", "success_vs_tokens.png")):
         written.append(plot_success(curves, x, out / name))
     return written
@@ -466,6 +467,11 @@ def _run_curve(arm: str, seed: int, directory: Path, saved: pd.DataFrame | None)
     else:
         raise FileNotFoundError(f"no learning curve for {arm} seed {seed}: {directory} is missing")
     return curve.assign(arm=arm, seed=seed)[["arm", "seed", *curve.columns]]
+
+
+def _ceiling(sweep: Sweep) -> float | None:
+    """The expert's success on the sweep's held-out instances (None without an expert)."""
+    return expert_success(sweep.config(sweep.arms[0], sweep.seeds[0]))
 
 
 def _headline(sweep: Sweep) -> str:

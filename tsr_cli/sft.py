@@ -162,6 +162,23 @@ def make_expert(cfg: TrainConfig, make_env, noise: float = 0.0, seed: int = 0):
                        max_turns=max_turns, noise=noise)
 
 
+def expert_success(cfg: TrainConfig) -> float | None:
+    """The expert's success on a run config's held-out instances, played as the run evaluates
+    them without search: the ceiling of that run's numbers. None if the env has no expert."""
+    import envs
+    from envs.experts import has_expert
+
+    if not has_expert(cfg.env.name):
+        return None
+    make_env = envs.factory(cfg.env.name, **cfg.env.args)
+    protocol = protocol_of(cfg)
+    params = SamplingParams(0.0, 1.0, cfg.policy.max_new_tokens, protocol.stop)
+    search = dataclasses.replace(cfg.search, strategy="none", seed=cfg.trainer.seed)
+    summary = evaluate(make_expert(cfg, make_env), make_env, eval_seeds(cfg.trainer.eval_episodes), search,
+                       params, protocol, env_name=cfg.env.name, batch_groups=cfg.trainer.rollout_batch)
+    return summary["success_rate"]
+
+
 # ------------------------------------------------------------- demonstrations
 
 

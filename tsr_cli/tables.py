@@ -10,6 +10,9 @@ One row per arm (in sweep order):
   over seeds (`tsr_cli.stats`). Arms are
   paired by seed, since every arm trains and evaluates on the same instance
   seeds;
+- the gain over the start: final minus initial held-out success, paired by
+  run, with its bootstrap interval (whether the arm learned at all: a
+  baseline that does not improve its start makes the comparison void);
 - speed: steps until held-out success reaches a target, which is `threshold`
   x the first reference arm's mean final success (1.0: "as good as plain
   sampling ends"), or x the best arm's when the sweep has no reference arm;
@@ -17,6 +20,9 @@ One row per arm (in sweep order):
 - compute: each run's generated tokens, real and simulated env steps, the
   tokens of the sibling rows it trained on (issue 12's cost) and wall time,
   averaged over seeds.
+
+The caption gives the ceiling when the environment has an expert: the
+expert's success on the same held-out instances (`tsr_cli.sft.expert_success`).
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ def _arm_row(arm: str, by_seed: dict, refs: list[str]) -> dict:
         "final_val_success_high": success.high,
         "final_val_success_std": runs["final_val_success_rate"].std(ddof=1) if len(runs) > 1 else math.nan,
         "initial_val_success_mean": runs["initial_val_success_rate"].mean(),
+        **_gain_over_start(runs),
         "steps_to_threshold": steps_text(reached, len(runs)),
         "steps_to_threshold_mean": reached.mean() if len(reached) else math.nan,
         "seeds_reaching_threshold": len(reached),
@@ -99,6 +106,15 @@ def _arm_row(arm: str, by_seed: dict, refs: list[str]) -> dict:
         row.update({f"diff_vs_{ref}": diff.text(signed=True), f"diff_vs_{ref}_mean": diff.estimate,
                     f"diff_vs_{ref}_low": diff.low, f"diff_vs_{ref}_high": diff.high})
     return row
+
+
+def _gain_over_start(runs: pd.DataFrame) -> dict:
+    """Final minus initial held-out success, paired by seed: whether the arm learned at all."""
+    if runs["initial_val_success_rate"].isna().all():
+        return {}
+    gain = paired_difference(runs["final_val_success_rate"], runs["initial_val_success_rate"])
+    return {"gain_over_start": gain.text(signed=True), "gain_over_start_mean": gain.estimate,
+            "gain_over_start_low": gain.low, "gain_over_start_high": gain.high}
 
 
 def mean_std(values: pd.Series, digits: int = 3) -> str:
@@ -130,6 +146,8 @@ def markdown_columns(table: pd.DataFrame, headline: str = "held-out success") ->
     order = {ref: i for i, ref in enumerate(DEFAULT_REFERENCES)}
     for ref in sorted(diffs, key=lambda ref: order.get(ref, len(order))):  # none first, whatever row came first
         columns.append((f"diff_vs_{ref}", f"Δ vs {ref} (paired, 95%)", str))
+    if "gain_over_start" in table:
+        columns.append(("gain_over_start", "gain over start (paired, 95%)", str))
     if "final_val_invalid_action_rate" in table:
         columns.append(("final_val_invalid_action_rate", "invalid answers", "{:.1%}".format))
     columns += [("steps_to_threshold", "steps to target", str),
@@ -158,7 +176,7 @@ def _missing(value) -> bool:
 
 
 def caption(name: str, results: pd.DataFrame, threshold: float, refs: list[str], headline: str,
-            notes: list[str] = ()) -> str:
+            notes: list[str] = (), ceiling: float | None = None) -> str:
     reference = refs[0] if refs else None
     target = threshold_target(results, threshold, reference)
     envs = ", ".join(dict.fromkeys(f"{e} · {a}" for e, a in zip(results["env"], results["algo"])))
@@ -170,6 +188,9 @@ def caption(name: str, results: pd.DataFrame, threshold: float, refs: list[str],
             + f"Steps to target: the first step at which held-out success reaches {threshold:g} x "
             f"{against} mean final success (= {target:.3f}), averaged over the seeds that reach it. "
             f"Compute columns: each run's training total (held-out evaluation excluded), averaged over seeds.")
+    if ceiling is not None:
+        text += (f" Ceiling: the environment's expert succeeds on {ceiling:.3f} of the same held-out instances "
+                 f"(played as the runs are evaluated, without search).")
     return text + "".join(f" {note}" for note in notes)
 
 
