@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from tsr_cli.algos.schedule import LR_SCHEDULES
 from tsr_cli.search import SearchConfig
 from tsr_cli.train.loggers import LOGGERS
 
@@ -155,6 +156,14 @@ class AlgoSection:
     #: long episode counts more) or "seq-mean-token-mean" (each trajectory's token
     #: mean, then the mean over trajectories: every episode weighs the same)
     loss_agg: str = "token-mean"
+    #: learning-rate schedule over trainer.steps (verl's warmup_style), for the actor
+    #: and the critic alike: "constant", or "cosine" from lr after the warm-up down
+    #: to min_lr_ratio x lr at the last step (smaller updates as the run ends)
+    lr_schedule: str = "constant"
+    min_lr_ratio: float = 0.0
+    #: training steps over which the rates ramp linearly up from lr / warmup_steps
+    #: (verl's lr_warmup_steps); 0 = none
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.name not in ("ppo", "grpo"):
@@ -170,6 +179,12 @@ class AlgoSection:
             raise ConfigError("algo.clip_ratio_c must be > 1 (verl uses 3.0), or 0 to turn the dual clip off")
         if self.loss_agg not in LOSS_AGG:
             raise ConfigError(f"algo.loss_agg must be one of {', '.join(LOSS_AGG)}, got {self.loss_agg!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"algo.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError("algo.min_lr_ratio must be in [0, 1]")
+        if self.warmup_steps < 0:
+            raise ConfigError("algo.warmup_steps must be >= 0")
         if self.tis_cap < 0:
             raise ConfigError("algo.tis_cap must be > 0, or 0 to turn truncated importance sampling off")
         if self.whiten_advantages is None:

@@ -33,6 +33,7 @@ from tsr_cli.algos import (
     tis_weights,
     value_loss,
 )
+from tsr_cli.algos.schedule import lr_scale
 from tsr_cli.evaluate import EVAL_SEED_OFFSET, episode_stats, eval_rollout, eval_seeds, summarize_stats
 from tsr_cli.policies.base import SamplingParams
 from tsr_cli.rollout import rollout
@@ -111,6 +112,14 @@ class Trainer:
             groups.append({"params": critic, "lr": algo.critic_lr})
         return torch.optim.AdamW(groups, weight_decay=algo.weight_decay)
 
+    def _schedule_lr(self) -> dict:
+        """Set this step's learning rates (`algo.lr_schedule`, `warmup_steps`); logged unless constant."""
+        algo = self.cfg.algo
+        scale = lr_scale(algo.lr_schedule, self.step, self.cfg.trainer.steps, algo.min_lr_ratio, algo.warmup_steps)
+        for group, base in zip(self.optimizer.param_groups, (algo.lr, algo.critic_lr)):
+            group["lr"] = base * scale
+        return {} if algo.lr_schedule == "constant" and not algo.warmup_steps else {"lr": algo.lr * scale}
+
     def protocol(self) -> ProtocolConfig:
         env = self.cfg.env
         return ProtocolConfig(env.max_turns, env.actions_per_turn, env.answer_only, env.format_penalty)
@@ -172,6 +181,7 @@ class Trainer:
             self.add_advantages(batch)
             overlay_sibling_advantages(batch)
         with _timed(record, "update"):
+            record.update(self._schedule_lr())
             record.update(self.update(batch))
             record.update(self.sync_sampler())
         trajs = result.trajectories
