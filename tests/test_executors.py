@@ -210,3 +210,33 @@ def test_a_local_ray_runs_its_cells_at_normal_priority(monkeypatch):
     monkeypatch.setattr(executors, "import_ray", FakeRay)
     executors.RayExecutor()._connect()
     assert seen == ["0"]
+
+
+def test_ctrl_c_under_ray_cancels_the_cells_at_once(toy, tmp_path, monkeypatch, capsys):
+    """Ray cells never see the driver's Ctrl-C, so the local executor's "finish this step"
+    would wait for whole cells: under Ray the first Ctrl-C stops the sweep (the executor
+    cancels its tasks as the interrupt unwinds it), exit 130 with the resume command."""
+    cancelled = []
+
+    class Interrupting:
+        name = "ray"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def run(self, runs, train, advance):
+            try:
+                raise KeyboardInterrupt
+                yield  # a generator, as the executors are
+            finally:
+                cancelled.append(len(runs))
+
+    monkeypatch.setattr(executors, "make_executor", lambda *args: Interrupting())
+    assert main(["compare", str(toy), "--out", str(tmp_path / "out"), "--executor", "ray"]) == 130
+    err = capsys.readouterr().err
+    assert cancelled == [4]
+    assert "running cells were cancelled; each keeps its last checkpoint" in err, err
+    assert f"tsr compare {toy} --out {tmp_path / 'out'}" in err, err

@@ -283,7 +283,7 @@ def compare_cmd(
         engine = make_executor(executor, address, spec.resources)
     if runs:
         try:
-            with _stop_on_ctrl_c():
+            with _stop_on_ctrl_c() if engine.name == "local" else _cancel_on_ctrl_c():
                 failed = _run_cells(spec, runs, planned, target, engine)
         except (Interrupted, RunFault) as exc:  # re-running the sweep resumes it, cell by cell
             exc.resume = " ".join(["tsr compare", str(sweep), *(["--out", str(out_dir)] if out_dir else []),
@@ -325,6 +325,17 @@ def _stop_on_ctrl_c():
     finally:
         signal.signal(signal.SIGINT, previous)
         clear_stop()
+
+
+@contextmanager
+def _cancel_on_ctrl_c():
+    """Cells in Ray tasks do not see this process's Ctrl-C, so waiting for their current step
+    could take as long as the cells: the first Ctrl-C cancels them (the executor's cleanup),
+    and each resumes later from its last checkpoint."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted("Ctrl-C: the running cells were cancelled; each keeps its last checkpoint") from None
 
 
 def _run_cells(spec, runs, planned, target: Path, engine) -> int:
