@@ -61,8 +61,8 @@ from tsr_cli.tables import (  # noqa: F401  (re-exported: the sweep API)
     threshold_target,
     to_markdown,
 )
-from tsr_cli.sft import expert_success
 from tsr_cli.executors import DEFAULT_RESOURCES, CellResult, LocalExecutor, check_resources
+from tsr_cli.sft import expert_success
 from tsr_cli.train.config import ConfigError, TrainConfig, load_config, read_yaml_mapping
 from tsr_cli.train.checkpoint import latest_checkpoint
 from tsr_cli.train.run import Run, write_curves

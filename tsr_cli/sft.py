@@ -171,12 +171,17 @@ def expert_success(cfg: TrainConfig) -> float | None:
     if not has_expert(cfg.env.name):
         return None
     make_env = envs.factory(cfg.env.name, **cfg.env.args)
-    protocol = protocol_of(cfg)
-    params = SamplingParams(0.0, 1.0, cfg.policy.max_new_tokens, protocol.stop)
-    search = dataclasses.replace(cfg.search, strategy="none", seed=cfg.trainer.seed)
-    summary = evaluate(make_expert(cfg, make_env), make_env, eval_seeds(cfg.trainer.eval_episodes), search,
-                       params, protocol, env_name=cfg.env.name, batch_groups=cfg.trainer.rollout_batch)
+    summary = held_out(cfg, make_expert(cfg, make_env), make_env, protocol_of(cfg), 0.0, strategy="none")
     return summary["success_rate"]
+
+
+def held_out(cfg: TrainConfig, policy, make_env, protocol: ProtocolConfig, temperature: float,
+             strategy: str) -> dict:
+    """`policy` on the config's held-out instances with search `strategy`, summarised."""
+    search = dataclasses.replace(cfg.search, strategy=strategy, seed=cfg.trainer.seed)
+    params = SamplingParams(temperature, cfg.policy.top_p, cfg.policy.max_new_tokens, protocol.stop)
+    return evaluate(policy, make_env, eval_seeds(cfg.trainer.eval_episodes), search, params, protocol,
+                    env_name=cfg.env.name, batch_groups=cfg.trainer.rollout_batch)
 
 
 # ------------------------------------------------------------- demonstrations
@@ -319,12 +324,8 @@ class SFTTrainer:
         """Held-out instances with `trainer.eval_search`, at `temperature` (eval_temperature)."""
         train = self.cfg
         temp = train.policy.eval_temperature if temperature is None else temperature
-        search = dataclasses.replace(train.search, strategy=train.trainer.eval_search, seed=train.trainer.seed)
-        params = SamplingParams(temp, train.policy.top_p, train.policy.max_new_tokens, self.protocol.stop)
-        if policy is None:
-            policy = self.policy
-        return evaluate(policy, self.make_env, eval_seeds(train.trainer.eval_episodes), search, params,
-                        self.protocol, env_name=train.env.name, batch_groups=train.trainer.rollout_batch)
+        return held_out(train, self.policy if policy is None else policy, self.make_env, self.protocol, temp,
+                        train.trainer.eval_search)
 
 
 class SFTRun:
