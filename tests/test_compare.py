@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from tsr_cli import compare
 from tsr_cli.cli import main
+from tsr_cli.errors import Interrupted
+from tsr_cli.sft import load_sft_config
 from tsr_cli.train.config import dump_config, load_config
 from tsr_cli.train.run import read_metrics
 
@@ -201,6 +204,19 @@ def test_steps_to_threshold_is_first_step_reaching_fraction_of_best_arm():
     assert compare.steps_to_threshold(nothing_learned, curves, 0.5).isna().all()
 
 
+def test_final_entropy_is_each_runs_mean_over_its_last_training_steps():
+    results, _ = hand_made()
+    rows = [{"arm": "a", "seed": 0, "step": 0, "entropy": math.nan}]  # step 0: the initial evaluation
+    rows += [{"arm": "a", "seed": 0, "step": step, "entropy": float(step)} for step in range(1, 9)]
+    rows += [{"arm": "b", "seed": 1, "step": step, "entropy": 2.0} for step in range(1, 3)]
+    entropy = compare.final_entropy(results, pd.DataFrame(rows), last=5)
+    assert entropy[0] == pytest.approx((4 + 5 + 6 + 7 + 8) / 5)  # steps 4-8
+    assert entropy[4] == 2.0 and entropy.drop([0, 4]).isna().all()  # unlogged runs: NaN
+    table = compare.arm_table(results.assign(final_entropy=entropy))
+    assert table.set_index("arm").loc["a", "final_entropy"] == pytest.approx(6.0)  # seeds 1-2 unlogged
+    assert "| final entropy |" in compare.to_markdown(table) and "| 6.00 |" in compare.to_markdown(table)
+
+
 def test_arm_table_mean_std_and_compute():
     results, curves = hand_made()
     results["steps_to_threshold"] = compare.steps_to_threshold(results, curves, 0.5)
@@ -338,6 +354,25 @@ def test_start_is_trained_once_and_every_arm_starts_from_it(tmp_path):
     bad.write_text(sweep_file.read_text().replace("seeds: [1]", "seeds: [7]"))
     with pytest.raises(compare.SweepError, match="among the sweep's"):
         compare.load_sweep(bad)
+
+
+def test_an_sft_start_stopped_part_way_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """Ctrl-C during a sweep's `tsr sft` start saves its step; the next run of the sweep resumes
+    the start there (a changed sft.save_every does not make it another start)."""
+    start = tmp_path / "start.yaml"
+    start.write_text((ROOT / "experiments/sft/sokoban_tiny.yaml").read_text())
+    sets = {"trainer.eval_episodes": 2, "policy.tiny_hidden": 32, "policy.tiny_layers": 1,
+            "sft.demos": 8, "sft.batch_size": 4, "sft.epochs": 2, "sft.save_every": 1}
+    start.write_text(yaml.safe_dump(load_sft_config(start, sets).to_dict()))
+    sweep = dataclasses.replace(compare.load_sweep(ROOT / "experiments/sweeps/sokoban_ppo_sft.yaml"), start=start)
+    monkeypatch.setattr(compare, "stop_requested", lambda: True)
+    with pytest.raises(Interrupted, match="after step 1 of 4"):
+        compare.start_checkpoint(sweep, tmp_path / "out")
+    monkeypatch.undo()
+    start.write_text(start.read_text().replace("save_every: 1", "save_every: 2"))
+    checkpoint = compare.start_checkpoint(sweep, tmp_path / "out")
+    assert checkpoint.name == "step_4"
+    assert [r["step"] for r in read_metrics(tmp_path / "out/start")] == [1, 2, 3, 4]
 
 
 def test_the_caption_prints_the_experts_ceiling_on_the_same_instances():

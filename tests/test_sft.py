@@ -1,6 +1,7 @@
 """`tsr sft`: demonstrations from training seeds, in the tokens RL samples, saved as checkpoints."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,11 +10,12 @@ from safetensors.torch import load_file
 
 import envs
 from tsr_cli.cli import main
+from tsr_cli.errors import Interrupted
 from tsr_cli.evaluate import EVAL_SEED_OFFSET
 from tsr_cli.policies import load_policy
 from tsr_cli.policies.base import SamplingParams
 from tsr_cli.rollout import rollout
-from tsr_cli.sft import SFTRun, demo_seeds, expert_success, load_sft_config, protocol_of
+from tsr_cli.sft import SFTRun, demo_seeds, expert_success, load_sft_config
 from tsr_cli.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,3 +197,61 @@ def test_webshop_demonstrations_follow_the_learners_spelling(tmp_path):
         assert teacher.actions() == learner.actions() and teacher.success == learner.success
         assert learner.actions()[0].startswith("search [")
     assert any(d.success for d in run.demos)
+
+
+def _stop_at(trainer, step):
+    return lambda: trainer.step == step
+
+
+@pytest.mark.parametrize("stop,resume_from", [(5, 5), (5, 4), (7, 6)])
+def test_a_stopped_run_resumes_to_the_same_weights_and_log(tmp_path, stop, resume_from):
+    """9 steps (10 demos in 4s: 3 an epoch, 3 epochs), checkpoints every 2. Stopped after step
+    `stop` (Ctrl-C saves it), then resumed from it or from an earlier checkpoint, as a kill
+    leaves it: mid-epoch (steps 4, 5) or at an epoch's end (6). It ends where an uninterrupted
+    run ends, having logged every step once."""
+    def cfg(name):
+        return sokoban_cfg(tmp_path / name, demos=10, batch_size=4, epochs=3, save_every=2, lr=0.01)
+
+    whole = SFTRun.create(cfg("whole"))
+    expected = whole.train()
+
+    stopped = SFTRun.create(cfg("stopped"))
+    with pytest.raises(Interrupted, match=f"after step {stop} of 9; saved checkpoint step_{stop}") as caught:
+        stopped.train(should_stop=_stop_at(stopped.trainer, stop))
+    assert caught.value.resume == f"tsr sft --resume {stopped.dir}"
+    checkpoints = stopped.dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == sorted({f"step_{s}" for s in (*range(2, stop, 2), stop)})
+    for step in range(resume_from + 1, stop + 1):
+        shutil.rmtree(checkpoints / f"step_{step}", ignore_errors=True)
+    resumed = SFTRun.resume(stopped.dir)
+    assert resumed.trainer.step == resume_from
+    assert resumed.trainer.initial_eval == whole.trainer.initial_eval
+    summary = resumed.train()
+
+    for key in ("final_val_success_rate", "final_val_sampled_success_rate", "steps"):
+        assert summary[key] == expected[key]
+    final = load_file(str(resumed.dir / "checkpoints/step_9/weights.safetensors"))
+    reference = load_file(str(whole.dir / "checkpoints/step_9/weights.safetensors"))
+    assert all(torch.equal(final[name], reference[name]) for name in reference)
+
+    def losses(run):
+        return [(r["step"], r["epoch"], r["loss"]) for r in map(json.loads, (run.dir / "metrics.jsonl").open())]
+    assert losses(resumed) == losses(whole) and [s for s, _, _ in losses(whole)] == list(range(1, 10))
+
+
+def test_resume_from_the_cli_and_its_mistakes(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["sft", *SOKOBAN, "--demos", "6", "--epochs", "2", "--set", "sft.save_every=1",
+                 "--run-dir", str(run_dir)]) == 0
+    (run_dir / "summary.json").unlink()  # as a kill during the final evaluations leaves it
+    shutil.rmtree(run_dir / "checkpoints/step_2")
+    capsys.readouterr()
+    assert main(["sft", "--resume", str(run_dir)]) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 2
+    for args, message in ((["--resume", str(run_dir), "--demos", "3"], "drop the other flags"),
+                          (["--resume", str(run_dir)], "has finished"),
+                          (["--resume", str(tmp_path / "none")], "no SFT run to resume")):
+        capsys.readouterr()
+        assert main(["sft", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("tsr: error:") and message in err and "\n" not in err, err

@@ -176,30 +176,40 @@ def sft_cmd(
     run_dir: Optional[Path] = typer.Option(None, help="run directory (trainer.run_dir)"),
     set_: List[str] = typer.Option([], "--set", help="override any field, sft.* included: "
                                    "section.key=value, repeatable"),
+    resume: Optional[Path] = typer.Option(None, help="continue the SFT run in this directory from its "
+                                          "last checkpoint (sft.save_every, or the one Ctrl-C saved)"),
     overwrite: bool = typer.Option(False, help="replace an existing run in the run directory"),
 ) -> None:
     """Supervised warm start: train a policy on the environment's expert playing training seeds.
 
     The demonstrations go through the same agent protocol and chat template as
     RL rollouts. Writes a run directory with checkpoints/step_N (usable as
-    `--policy` or `policy.name`), metrics.jsonl and summary.json.
+    `--policy` or `policy.name`), metrics.jsonl and summary.json. Ctrl-C saves
+    the step it finishes; --resume continues exactly where the run stopped.
     """
     from tsr_cli.progress import progress_bar
     from tsr_cli.sft import SFTRun, check_env, load_sft_config
     from tsr_cli.train.config import parse_override
+    from tsr_cli.train.run import stop_requested
 
     flags = {"env.name": env, "policy.name": policy, "sft.demos": demos, "sft.epochs": epochs,
              "trainer.seed": seed, "trainer.run_dir": str(run_dir) if run_dir else None}
     with UserError.wrap(ValueError, FileNotFoundError, FileExistsError, OSError, ImportError):
         overrides = {k: v for k, v in flags.items() if v is not None}
-        overrides.update(dict(parse_override(item) for item in set_))
-        cfg = load_sft_config(config, overrides)
-        check_env(cfg)
-        run = SFTRun.create(cfg, overwrite=overwrite)
+        if resume is not None:
+            if config is not None or overrides or set_:
+                raise ValueError("--resume continues a run with its saved config; drop the other flags")
+            run = SFTRun.resume(resume)
+        else:
+            overrides.update(dict(parse_override(item) for item in set_))
+            cfg = load_sft_config(config, overrides)
+            check_env(cfg)
+            run = SFTRun.create(cfg, overwrite=overwrite)
     err.print(f"run directory: {run.dir}")
-    label = f"sft {cfg.train.env.name} · {cfg.train.policy.name}"
-    with progress_bar(err, label, run.total_steps) as advance:
-        summary = run.train(on_step=lambda record: advance(1))
+    label = f"sft {run.cfg.train.env.name} · {run.cfg.train.policy.name}"
+    with _stop_on_ctrl_c(), progress_bar(err, label, run.total_steps) as advance:
+        advance(run.trainer.step)
+        summary = run.train(on_step=lambda record: advance(1), should_stop=stop_requested)
     _print_metrics(f"{label} · {run.dir}", summary)
 
 
@@ -276,7 +286,8 @@ def compare_cmd(
     with UserError.wrap(ValueError, FileNotFoundError, OSError, TypeError, KeyError, ImportError):
         spec = compare.load_sweep(sweep)
         target = out_dir or compare.default_out(spec)
-        planned = [] if table_only else compare.plan(spec, target)
+        with _stop_on_ctrl_c():  # a `start:` trains here first; Ctrl-C saves it for resume
+            planned = [] if table_only else compare.plan(spec, target)
         runs = [] if table_only else compare.select(planned, arms, seeds)
         for run in runs:  # every cell's env args, before the first cell trains
             check_instances(run.cfg)

@@ -54,6 +54,7 @@ import pandas as pd
 from tsr_cli.tables import (  # noqa: F401  (re-exported: the sweep API)
     arm_table,
     caption,
+    final_entropy,
     mean_std,
     plot_success,
     references,
@@ -65,7 +66,7 @@ from tsr_cli.executors import DEFAULT_RESOURCES, CellResult, LocalExecutor, chec
 from tsr_cli.sft import expert_success
 from tsr_cli.train.config import ConfigError, TrainConfig, load_config, read_yaml_mapping
 from tsr_cli.train.checkpoint import latest_checkpoint
-from tsr_cli.train.run import Run, write_curves
+from tsr_cli.train.run import Run, stop_requested, write_curves
 
 SWEEP_KEYS = ("base", "seeds", "arms", "overrides", "threshold", "start", "resources")
 ARM_KEYS = ("name", "set", "seeds")
@@ -299,7 +300,9 @@ def train_start(config: Path, directory: Path) -> dict:
         return Run.create(cfg).train()
     from tsr_cli.sft import SFTRun
 
-    return SFTRun.create(cfg, overwrite=True).train()
+    if (directory / "sft.yaml").is_file():  # a start stopped part-way (its config checked by _check_start)
+        return SFTRun.resume(directory).train(should_stop=stop_requested)
+    return SFTRun.create(cfg, overwrite=True).train(should_stop=stop_requested)
 
 
 def select(runs: list[PlannedRun], arms: list[str] = (), seeds: list[int] = ()) -> list[PlannedRun]:
@@ -333,10 +336,11 @@ def _on_disk(directory: Path) -> str:
 def _comparable(cfg) -> dict:
     """A TrainConfig (or SFTConfig) as flat `section.key` values, minus what does not change a
     run's numbers: its directory (spelt relative or absolute), its tags (renaming the sweep
-    file) and its loggers (adding wandb mid-sweep)."""
+    file), its loggers (adding wandb mid-sweep) and how often an SFT start checkpoints (its
+    resume is exact)."""
     flat = {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
-    for key in ("trainer.run_dir", "trainer.tags", "trainer.logger"):
-        flat.pop(key)
+    for key in ("trainer.run_dir", "trainer.tags", "trainer.logger", "sft.save_every"):
+        flat.pop(key, None)
     return flat
 
 
@@ -436,6 +440,7 @@ def write_outputs(sweep: Sweep, out: Path) -> list[Path]:
     refs = references(results)
     results["steps_to_threshold"] = steps_to_threshold(results, curves, sweep.threshold,
                                                        refs[0] if refs else None)
+    results["final_entropy"] = final_entropy(results, curves)
     table = arm_table(results, refs)
     written = [write_results(results, out), out / "curves.csv", out / "table.csv", out / "table.md"]
     curves.to_csv(out / "curves.csv", index=False)

@@ -21,6 +21,13 @@ section `sft` (`SFTSection`); `tsr sft --config FILE` reads it, flags and
     metrics.jsonl    one record per optimiser step
     checkpoints/step_N/
     summary.json     held-out success before and after (greedy and sampled) and the expert's
+
+Resume (`tsr sft --resume DIR`, and `tsr compare` for a sweep's start): the
+demonstrations are collected again (a pure function of the config), the newest
+readable checkpoint (`sft.save_every`, or Ctrl-C's) restores weights, AdamW and
+the shuffler, and the epoch it fell in is redrawn and its finished minibatches
+skipped. The shuffler moves on only at an epoch's end, so the resumed run takes
+the same minibatches, and ends with the same weights, as one that never stopped.
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ from tsr_cli.agent.trajectory import Trajectory
 from tsr_cli.evaluate import EVAL_SEED_OFFSET, eval_seeds, evaluate
 from tsr_cli.policies.base import Completion, SamplingParams
 from tsr_cli.train.batch import TokenBatch, build_batch
-from tsr_cli.train.checkpoint import save_checkpoint
+from tsr_cli.errors import Interrupted, warn
+from tsr_cli.train.checkpoint import clean_checkpoints, latest_checkpoint, load_into, save_checkpoint
 from tsr_cli.train.config import (
     SECTIONS,
     ConfigError,
@@ -85,11 +93,15 @@ class SFTSection:
     #: evaluate the policy before training too (a from-scratch model scores 0, and its
     #: answers run to max_new_tokens, which is slow on WebShop's long pages)
     eval_before: bool = True
+    #: write a checkpoint every K optimiser steps, for `--resume` (0: only the final one)
+    save_every: int = 0
 
     def __post_init__(self) -> None:
         for name in ("demos", "epochs", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"sft.{name} must be >= 1, got {getattr(self, name)}")
+        if self.save_every < 0:
+            raise ConfigError(f"sft.save_every must be >= 0, got {self.save_every}")
         if self.lr <= 0:
             raise ConfigError(f"sft.lr must be > 0, got {self.lr}")
         if not 0 <= self.noise <= 1:
@@ -142,11 +154,6 @@ def check_env(cfg: SFTConfig) -> None:
         raise ValueError(f"environment {name!r} has no expert to learn from")
 
 
-def protocol_of(cfg: TrainConfig) -> ProtocolConfig:
-    env = cfg.env
-    return ProtocolConfig(env.max_turns, env.actions_per_turn, env.answer_only, env.format_penalty)
-
-
 def demo_seeds(seed: int, count: int) -> list[int]:
     """`count` distinct training instances (below EVAL_SEED_OFFSET), a pure function of `seed`."""
     rng = np.random.default_rng([seed, DEMO_STREAM])
@@ -157,7 +164,7 @@ def make_expert(cfg: TrainConfig, make_env, noise: float = 0.0, seed: int = 0):
     """The environment's expert as a policy, told the episode's turn budget."""
     from tsr_cli.policies import load_policy
 
-    max_turns = protocol_of(cfg).resolved(make_env()).max_turns
+    max_turns = cfg.env.protocol().resolved(make_env()).max_turns
     return load_policy("expert", seed=seed, env_names=[cfg.env.name], make_env=make_env,
                        max_turns=max_turns, noise=noise)
 
@@ -171,7 +178,7 @@ def expert_success(cfg: TrainConfig) -> float | None:
     if not has_expert(cfg.env.name):
         return None
     make_env = envs.factory(cfg.env.name, **cfg.env.args)
-    summary = held_out(cfg, make_expert(cfg, make_env), make_env, protocol_of(cfg), 0.0, strategy="none")
+    summary = held_out(cfg, make_expert(cfg, make_env), make_env, cfg.env.protocol(), 0.0, strategy="none")
     return summary["success_rate"]
 
 
@@ -201,7 +208,7 @@ def demonstrations(cfg: SFTConfig, make_env, codec) -> list[tuple[Trajectory, Tr
     """
     train = cfg.train
     expert = make_expert(train, make_env, cfg.sft.noise, seed=train.trainer.seed)
-    protocol = protocol_of(train)
+    protocol = train.env.protocol()
     seeds = demo_seeds(train.trainer.seed, cfg.sft.demos)
     pairs = []
     for lo in range(0, len(seeds), train.trainer.rollout_batch):
@@ -263,38 +270,56 @@ class SFTTrainer:
         self.initial_eval: dict | None = None
         self.last_eval: dict | None = None
         self.make_env = envs.factory(train.env.name, **train.env.args)
-        self.protocol = protocol_of(train)
+        self.protocol = train.env.protocol()
 
     def steps_per_epoch(self, n_demos: int) -> int:
         return math.ceil(n_demos / self.sft.batch_size)
 
-    def fit(self, batch: TokenBatch, on_step=None) -> None:
-        """`epochs` shuffled passes of AdamW steps on the token-mean cross-entropy."""
+    def fit(self, batch: TokenBatch, on_step=None, save=None, should_stop=None) -> None:
+        """`epochs` shuffled passes of AdamW steps on the token-mean cross-entropy, from `self.step`.
+
+        Each epoch's order is drawn from a copy of `self.shuffle`, which takes the
+        copy's state only when the epoch ends: a checkpoint saved mid-epoch holds the
+        state that epoch was drawn from, and a run resumed from it redraws the epoch
+        and skips the minibatches already taken. `save(step)` is called every
+        `sft.save_every` steps before the last; `should_stop()`, asked after each
+        step, ends the fit early (Ctrl-C).
+        """
         on_step = on_step or (lambda record: None)
         lengths = batch.attention_mask.sum(1)
-        total = self.sft.epochs * self.steps_per_epoch(len(batch))
-        for epoch in range(1, self.sft.epochs + 1):
-            for rows in self._minibatches(lengths):
+        per_epoch = self.steps_per_epoch(len(batch))
+        total = self.sft.epochs * per_epoch
+        while self.step < total:
+            epoch, taken = divmod(self.step, per_epoch)
+            order = torch.Generator()
+            order.set_state(self.shuffle.get_state())
+            for rows in self._minibatches(lengths, order)[taken:]:
                 start = time.perf_counter()
                 self._set_lr(self.step, total)
-                record = {"step": self.step + 1, "epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                record = {"step": self.step + 1, "epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
                           **self._update(batch, rows)}
                 self.step += 1
+                if self.step % per_epoch == 0:
+                    self.shuffle = order
                 self.totals["wall_seconds"] += time.perf_counter() - start
                 record["wall_seconds"] = round(self.totals["wall_seconds"], 3)
                 on_step(record)
+                if save and self.sft.save_every and self.step % self.sft.save_every == 0 and self.step < total:
+                    save(self.step)
+                if should_stop and should_stop():
+                    return
 
-    def _minibatches(self, lengths: torch.Tensor) -> list[torch.Tensor]:
+    def _minibatches(self, lengths: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """One epoch's minibatches: shuffled, then grouped by length within pools of
         BUCKET_POOL batches, in shuffled order. A minibatch is padded to its longest
         conversation, and episode lengths vary ~3x, so this skips most of the padding."""
-        size = self.sft.batch_size
-        order = torch.randperm(len(lengths), generator=self.shuffle)
+        size, generator = self.sft.batch_size, generator or self.shuffle
+        order = torch.randperm(len(lengths), generator=generator)
         batches = []
         for pool in order.split(size * BUCKET_POOL):
             pool = pool[torch.argsort(lengths[pool], stable=True)]
             batches += list(pool.split(size))
-        return [batches[i] for i in torch.randperm(len(batches), generator=self.shuffle)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
     def _set_lr(self, step: int, total: int) -> None:
         """Linear warm-up over WARMUP of the steps, then cosine decay to MIN_LR_RATIO of sft.lr."""
@@ -319,6 +344,10 @@ class SFTTrainer:
         norm = torch.nn.utils.clip_grad_norm_(self.model.actor_parameters(), self.cfg.algo.max_grad_norm)
         self.optimizer.step()
         return {"loss": loss, "grad_norm": float(norm)}
+
+    def sync_sampler(self) -> dict:
+        """Nothing to push: SFT evaluates with the policy it trains (`load_into` asks every trainer)."""
+        return {}
 
     def evaluate(self, policy=None, temperature: float | None = None) -> dict:
         """Held-out instances with `trainer.eval_search`, at `temperature` (eval_temperature)."""
@@ -358,17 +387,42 @@ class SFTRun:
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_config(cfg.train, run_dir / "config.yaml")
         (run_dir / "sft.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        (run_dir / "metrics.jsonl").write_text("")
+        return run
+
+    @classmethod
+    def resume(cls, run_dir: Path) -> "SFTRun":
+        """The run in `run_dir`, at its newest readable checkpoint (none: from the start)."""
+        from tsr_cli.train.run import read_metrics
+
+        run_dir = Path(run_dir)
+        if not (run_dir / "sft.yaml").is_file():
+            raise FileNotFoundError(f"no SFT run to resume at {run_dir} (sft.yaml missing)")
+        if (run_dir / "summary.json").is_file():
+            raise ValueError(f"the SFT run at {run_dir} has finished (summary.json); nothing to resume")
+        cfg = load_sft_config(run_dir / "sft.yaml", {"trainer.run_dir": str(run_dir)})
+        check_env(cfg)
+        run = cls(cfg, run_dir)
+        clean_checkpoints(run_dir)
+        checkpoint = latest_checkpoint(run_dir, on_skip=warn)
+        if checkpoint is not None:
+            load_into(run.trainer, checkpoint)
+        kept = [r for r in read_metrics(run_dir, on_torn=warn) if r["step"] <= run.trainer.step]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
         return run
 
     @property
     def total_steps(self) -> int:
         return self.cfg.sft.epochs * self.trainer.steps_per_epoch(len(self.learner_demos))
 
-    def train(self, on_step=None) -> dict:
-        """Evaluate, fit, checkpoint, evaluate again (greedy, sampled, and the expert); summarise."""
+    def train(self, on_step=None, should_stop=None) -> dict:
+        """Evaluate, fit, checkpoint, evaluate again (greedy, sampled, and the expert); summarise.
+
+        `should_stop()` (Ctrl-C) ends the fit after a step: that step is saved, and
+        Interrupted tells how to resume."""
         trainer = self.trainer
-        trainer.initial_eval = trainer.evaluate() if self.cfg.sft.eval_before else None
-        (self.dir / "metrics.jsonl").write_text("")
+        if trainer.step == 0 and self.cfg.sft.eval_before:
+            trainer.initial_eval = trainer.evaluate()
 
         def log(record: dict) -> None:
             with open(self.dir / "metrics.jsonl", "a") as handle:
@@ -376,7 +430,20 @@ class SFTRun:
             if on_step:
                 on_step(record)
 
-        trainer.fit(self.batch, log)
+        saved = []
+
+        def save(step: int) -> None:
+            save_checkpoint(trainer, self.dir)
+            saved.append(step)
+
+        trainer.fit(self.batch, log, save, should_stop)
+        if trainer.step < self.total_steps:
+            if not saved or saved[-1] != trainer.step:
+                save(trainer.step)
+            stop = Interrupted(f"interrupted after step {trainer.step} of {self.total_steps}; saved "
+                               f"checkpoint step_{trainer.step}", self.dir)
+            stop.resume = f"tsr sft --resume {self.dir}"
+            raise stop
         trainer.last_eval = trainer.evaluate()
         save_checkpoint(trainer, self.dir)
         sampled = trainer.evaluate(temperature=trainer.cfg.policy.temperature)

@@ -16,7 +16,10 @@ One row per arm (in sweep order):
 - speed: steps until held-out success reaches a target, which is `threshold`
   x the first reference arm's mean final success (1.0: "as good as plain
   sampling ends"), or x the best arm's when the sweep has no reference arm;
-- the final policy's invalid-answer rate on the held-out episodes (no search);
+- the final policy's invalid-answer rate on the held-out episodes (no search),
+  and its entropy (the mean over the run's last FINAL_STEPS training steps):
+  a search-trained policy that answers invalidly without search keeps a high
+  entropy (issue 12);
 - compute: each run's generated tokens, real and simulated env steps, the
   tokens of the sibling rows it trained on (issue 12's cost) and wall time,
   averaged over seeds.
@@ -38,6 +41,8 @@ from tsr_cli.stats import mean_interval, paired_difference
 COMPUTE = ("tokens_generated", "env_steps", "sim_env_steps", "sibling_tokens", "wall_seconds")
 #: arms every other arm is compared with, when the sweep has them
 DEFAULT_REFERENCES = ("none", "none-matched", "beam")
+#: the training steps a run's final entropy is averaged over
+FINAL_STEPS = 5
 
 
 def references(results: pd.DataFrame, wanted=DEFAULT_REFERENCES) -> list[str]:
@@ -67,6 +72,14 @@ def steps_to_threshold(results: pd.DataFrame, curves: pd.DataFrame, threshold: f
     return pd.Series(steps, index=results.index, dtype=float)
 
 
+def final_entropy(results: pd.DataFrame, curves: pd.DataFrame, last: int = FINAL_STEPS) -> pd.Series:
+    """Per run, the policy's mean entropy over its last `last` training steps (NaN if unlogged)."""
+    logged = curves.dropna(subset=["entropy"]) if "entropy" in curves else curves.iloc[:0]
+    means = logged.sort_values("step").groupby(["arm", "seed"])["entropy"].apply(lambda e: e.tail(last).mean())
+    values = [means.get((arm, seed), math.nan) for arm, seed in zip(results["arm"], results["seed"])]
+    return pd.Series(values, index=results.index, dtype=float)
+
+
 def arm_table(results: pd.DataFrame, refs: list[str] | None = None) -> pd.DataFrame:
     """One row per arm (in sweep order): intervals, paired differences, speed, compute."""
     refs = references(results) if refs is None else refs
@@ -92,9 +105,10 @@ def _arm_row(arm: str, by_seed: dict, refs: list[str]) -> dict:
         "seeds_reaching_threshold": len(reached),
         **{key: runs[key].mean() for key in COMPUTE if key in runs},
     }
-    invalid = runs.get("final_val_invalid_action_rate")
-    if invalid is not None and invalid.notna().any():
-        row["final_val_invalid_action_rate"] = invalid.mean()
+    for key in ("final_val_invalid_action_rate", "final_entropy"):
+        values = runs.get(key)
+        if values is not None and values.notna().any():
+            row[key] = values.mean()
     sampled = runs.get("final_val_sampled_success_rate")
     if sampled is not None and sampled.notna().any():
         interval = mean_interval(sampled)
@@ -150,6 +164,8 @@ def markdown_columns(table: pd.DataFrame, headline: str = "held-out success") ->
         columns.append(("gain_over_start", "gain over start (paired, 95%)", str))
     if "final_val_invalid_action_rate" in table:
         columns.append(("final_val_invalid_action_rate", "invalid answers", "{:.1%}".format))
+    if "final_entropy" in table:
+        columns.append(("final_entropy", "final entropy", "{:.2f}".format))
     columns += [("steps_to_threshold", "steps to target", str),
                 ("tokens_generated", "gen. tokens / run", "{:,.0f}".format),
                 ("env_steps", "env steps / run", "{:,.0f}".format),

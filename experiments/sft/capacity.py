@@ -3,7 +3,7 @@ greedy held-out success >= 0.8x the expert's (issue 11).
 
 Reads a grid (experiments/sft/capacity.yaml), runs each cell's `tsr sft` command
 one after another into runs/sft-capacity/ (a cell whose summary.json exists is
-skipped, so an interrupted study resumes), then writes results/sft/capacity.csv
+skipped, and one stopped part-way resumes from its last checkpoint), then writes results/sft/capacity.csv
 and results/sft/capacity.png from the summaries.
 
     python experiments/sft/capacity.py [GRID.yaml] [--only ENV] [--table-only]
@@ -26,6 +26,8 @@ OUT = Path("results/sft")
 COLUMNS = ["env", "size", "demos", "epochs", "greedy_success", "expert_success", "command"]
 #: the issue's bar: greedy held-out success at least this fraction of the expert's
 BAR = 0.8
+#: a cell checkpoints every this many optimiser steps, so an interrupted study loses little
+SAVE_EVERY = 100
 
 
 def cells(grid: dict):
@@ -44,11 +46,16 @@ def run_dir(env: str, size: str, demos: int, epochs: int) -> Path:
 
 
 def run_cell(env, size, demos, epochs, command) -> None:
+    """Run a cell's command into its run dir; a cell stopped part-way resumes from its last
+    checkpoint (every SAVE_EVERY steps: checkpointing does not change the result)."""
     target = run_dir(env, size, demos, epochs)
     if (target / "summary.json").is_file():
         return
-    argv = [sys.executable, "-m", "tsr_cli.cli", *shlex.split(command)[1:], "--run-dir", str(target),
-            "--overwrite"]
+    if (target / "sft.yaml").is_file():
+        argv = [sys.executable, "-m", "tsr_cli.cli", "sft", "--resume", str(target)]
+    else:
+        argv = [sys.executable, "-m", "tsr_cli.cli", *shlex.split(command)[1:], "--run-dir", str(target),
+                "--set", f"sft.save_every={SAVE_EVERY}", "--overwrite"]
     print(f"[capacity] {command}", flush=True)
     subprocess.run(argv, check=True, cwd=ROOT)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from tsr_cli.agent.protocol import ProtocolConfig
 from tsr_cli.algos.schedule import LR_SCHEDULES
 from tsr_cli.search import SearchConfig
 from tsr_cli.train.loggers import LOGGERS
@@ -51,6 +52,10 @@ class EnvSection:
     answer_only: bool = True
     #: reward added to a turn with no answer block or an unknown action
     format_penalty: float = -0.1
+
+    def protocol(self) -> ProtocolConfig:
+        """The agent protocol these settings describe (RL rollouts, SFT demonstrations, evaluation)."""
+        return ProtocolConfig(self.max_turns, self.actions_per_turn, self.answer_only, self.format_penalty)
 
 
 @dataclass

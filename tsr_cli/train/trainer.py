@@ -121,8 +121,7 @@ class Trainer:
         return {} if algo.lr_schedule == "constant" and not algo.warmup_steps else {"lr": algo.lr * scale}
 
     def protocol(self) -> ProtocolConfig:
-        env = self.cfg.env
-        return ProtocolConfig(env.max_turns, env.actions_per_turn, env.answer_only, env.format_penalty)
+        return self.cfg.env.protocol()
 
     def train_seeds(self, step: int) -> list[int]:
         """The instances of a step: a pure function of (seed, step), so resume needs no state."""
