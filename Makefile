@@ -56,6 +56,8 @@ test-vllm: $(VLLM_STAMP)
 # the tiny-policy and SmolLM2 sweeps; SCALE=paper: the paper-scale sweeps
 # (Qwen2.5-0.5B, needs a GPU). Interrupted? Run it again: each sweep resumes.
 SCALE ?= cpu
+# EXECUTOR=ray runs two cells at once on a 2-core machine (`tsr compare --executor ray`).
+EXECUTOR ?= local
 SWEEPS_cpu := $(filter-out experiments/sweeps/toy.yaml experiments/sweeps/paper_%.yaml experiments/sweeps/vllm_%.yaml,\
                             $(wildcard experiments/sweeps/*.yaml))
 # Sweeps that generate with vLLM (policy.backend: vllm) run with $(VLLM_VENV)'s tsr.
@@ -67,7 +69,7 @@ SWEEPS_paper := $(wildcard experiments/sweeps/paper_*.yaml)
 reproduce: setup $(if $(SWEEPS_vllm_$(SCALE)),$(VLLM_STAMP))
 	@test -n "$(SWEEPS_$(SCALE))" || { echo "make reproduce: SCALE must be cpu or paper" >&2; exit 2; }
 	set -e; for sweep in $(SWEEPS_$(SCALE)); do \
-	  $(VENV)/bin/tsr compare $$sweep --out results/$$(basename $$sweep .yaml); \
+	  $(VENV)/bin/tsr compare $$sweep --out results/$$(basename $$sweep .yaml) --executor $(EXECUTOR); \
 	done
 	set -e; for sweep in $(SWEEPS_vllm_$(SCALE)); do \
 	  VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/tsr compare $$sweep --out results/$$(basename $$sweep .yaml); \

@@ -261,6 +261,8 @@ def compare_cmd(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output directory; default results/<sweep name>"),
     table_only: bool = typer.Option(False, "--table-only", help="rebuild tables, curves and plots from "
                                     "results.csv and the run dirs; train nothing"),
+    status: bool = typer.Option(False, "--status", help="show each cell's progress and the time spent "
+                                "and left (estimated from the measured seconds per step); train nothing"),
     arms: List[str] = typer.Option([], "--arm", help="run only this arm (repeatable); with --seed, "
                                    "one cell: its final success re-runs exactly"),
     seeds: List[int] = typer.Option([], "--seed", help="run only this seed (repeatable)"),
@@ -286,6 +288,9 @@ def compare_cmd(
     with UserError.wrap(ValueError, FileNotFoundError, OSError, TypeError, KeyError, ImportError):
         spec = compare.load_sweep(sweep)
         target = out_dir or compare.default_out(spec)
+        if status:
+            _print_status(spec, target)
+            return
         with _stop_on_ctrl_c():  # a `start:` trains here first; Ctrl-C saves it for resume
             planned = [] if table_only else compare.plan(spec, target)
         runs = [] if table_only else compare.select(planned, arms, seeds)
@@ -347,6 +352,32 @@ def _cancel_on_ctrl_c():
         yield
     except KeyboardInterrupt:
         raise Interrupted("Ctrl-C: the running cells were cancelled; each keeps its last checkpoint") from None
+
+
+def _print_status(spec, target: Path) -> None:
+    """`tsr compare --status`: a row per cell, then the totals (estimates marked as such)."""
+    from tsr_cli import sweep_status
+
+    frame = sweep_status.cell_status(spec, target)
+    table = Table(title=f"{spec.name} · {target}", title_justify="left")
+    for title in ("arm", "seed", "state", "steps", "success", "hours", "left (est.)"):
+        table.add_column(title, justify="left" if title in ("arm", "state") else "right", no_wrap=True)
+    for row in frame.itertuples():
+        table.add_row(row.arm, "" if pd_isna(row.seed) else str(int(row.seed)), row.state,
+                      f"{row.step}/{'?' if pd_isna(row.steps) else int(row.steps)}",
+                      "" if pd_isna(row.success) else f"{row.success:.3f}", f"{row.seconds / 3600:.2f}",
+                      "?" if pd_isna(row.seconds_left) else f"{row.seconds_left / 3600:.2f}")
+    out.print(table)
+    total = sweep_status.totals(frame)
+    left = "unknown (an unfinished arm has no measured step yet)" if pd_isna(total["seconds_left"]) else \
+        f"about {total['seconds_left'] / 3600:.1f}"
+    out.print(f"{total['done']} of {total['cells']} cells done; {total['seconds'] / 3600:.1f} core-hours "
+              f"spent, {left} left at the measured seconds per step (one core a cell; "
+              "--executor ray runs two at once on two cores)", highlight=False)
+
+
+def pd_isna(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def _run_cells(spec, runs, planned, target: Path, engine) -> int:

@@ -1,0 +1,99 @@
+"""Where a sweep stands, without training anything: `tsr compare SWEEP --status`.
+
+A sweep on this machine runs for days and across sessions, so before starting
+or resuming one a user wants to know what is done and what is left. Per cell
+(arm x seed): its state (`done`, `resume`, `new`), the steps it has logged of
+its total, its last held-out success, and the seconds it has taken so far:
+training plus its periodic held-out evaluations, from `metrics.jsonl`
+(`wall_seconds` is cumulative across resumes; the initial evaluation is not
+timed). A sweep's `start:` is a row of its own.
+
+What is left is an estimate, and says so: each unfinished cell's remaining
+steps at the mean seconds per step of its arm's cells that have logged steps
+(the cell's own included). An arm with no logged step has no estimate, and
+neither has the total. Seconds are those of one cell on one core as measured
+here, whatever else shared the machine then; `--executor ray` runs two cells
+at once on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from tsr_cli.compare import Sweep, run_dir
+from tsr_cli.train.run import read_metrics
+
+COLUMNS = ["arm", "seed", "state", "step", "steps", "success", "seconds", "seconds_left"]
+
+
+def cell_status(sweep: Sweep, out: Path) -> pd.DataFrame:
+    """One row per cell (the start first, when the sweep has one), in sweep order."""
+    rows = [_start_row(Path(out) / "start")] if sweep.start is not None else []
+    for arm in sweep.arms:
+        for seed in sweep.arm_seeds(arm):
+            steps = sweep.config(arm, seed).trainer.steps
+            rows.append({"arm": arm.name, "seed": seed, "steps": steps,
+                         **_run_progress(run_dir(out, arm.name, seed))})
+    frame = pd.DataFrame(rows, columns=COLUMNS[:-1])
+    frame["seconds_left"] = _estimates(frame)
+    return frame
+
+
+def _run_progress(directory: Path) -> dict:
+    """state, steps logged, last held-out success and seconds taken of one RL run dir."""
+    if not (directory / "config.yaml").is_file():
+        return {"state": "new", "step": 0, "success": math.nan, "seconds": 0.0}
+    records = read_metrics(directory)
+    trained = [r for r in records if r["step"] > 0]
+    evaluated = [r for r in records if "val_success_rate" in r]
+    seconds = (trained[-1].get("wall_seconds", 0.0) if trained else 0.0) + \
+        sum(r.get("time_eval", 0.0) for r in trained)
+    return {"state": "done" if (directory / "summary.json").is_file() else "resume",
+            "step": trained[-1]["step"] if trained else 0,
+            "success": evaluated[-1]["val_success_rate"] if evaluated else math.nan,
+            "seconds": float(seconds)}
+
+
+def _start_row(directory: Path) -> dict:
+    """The start as a row: a `tsr sft` start's optimiser steps, or a `tsr train` start's steps."""
+    row = {"arm": "(start)", "seed": math.nan}
+    if (directory / "sft.yaml").is_file():
+        from tsr_cli.sft import load_sft_config
+
+        cfg = load_sft_config(directory / "sft.yaml")
+        demos, size = cfg.sft.demos, cfg.sft.batch_size
+        total = cfg.sft.epochs * math.ceil(demos / size)  # successes_only may leave fewer
+        if (directory / "summary.json").is_file():
+            summary = json.loads((directory / "summary.json").read_text())
+            return {**row, "state": "done", "step": summary["steps"], "steps": summary["steps"],
+                    "success": summary["final_val_success_rate"],
+                    "seconds": summary["train_seconds"] + summary["demo_seconds"]}
+        records = read_metrics(directory)
+        return {**row, "state": "resume", "step": records[-1]["step"] if records else 0, "steps": total,
+                "success": math.nan, "seconds": records[-1]["wall_seconds"] if records else 0.0}
+    if (directory / "config.yaml").is_file():
+        from tsr_cli.train.config import load_config
+
+        return {**row, "steps": load_config(directory / "config.yaml").trainer.steps, **_run_progress(directory)}
+    return {**row, "state": "new", "step": 0, "steps": math.nan, "success": math.nan, "seconds": 0.0}
+
+
+def _estimates(frame: pd.DataFrame) -> pd.Series:
+    """Seconds left per cell: remaining steps x its arm's measured seconds per step (NaN if unmeasured)."""
+    logged = frame[frame["step"] > 0].groupby("arm")[["seconds", "step"]].sum()
+    rate = logged["seconds"] / logged["step"]
+    left = (frame["steps"] - frame["step"]).clip(lower=0)
+    per_step = frame["arm"].map(rate)
+    return left.where(left == 0, left * per_step)
+
+
+def totals(frame: pd.DataFrame) -> dict:
+    """cells, done, seconds spent, and seconds left (NaN when some unfinished arm is unmeasured)."""
+    cells = frame[frame["arm"] != "(start)"]
+    return {"cells": len(cells), "done": int((cells["state"] == "done").sum()),
+            "seconds": float(frame["seconds"].sum()),
+            "seconds_left": float(frame["seconds_left"].sum(min_count=len(frame)))}
