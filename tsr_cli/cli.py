@@ -359,25 +359,8 @@ def _print_status(spec, target: Path) -> None:
     from tsr_cli import sweep_status
 
     frame = sweep_status.cell_status(spec, target)
-    table = Table(title=f"{spec.name} · {target}", title_justify="left")
-    for title in ("arm", "seed", "state", "steps", "success", "hours", "left (est.)"):
-        table.add_column(title, justify="left" if title in ("arm", "state") else "right", no_wrap=True)
-    for row in frame.itertuples():
-        table.add_row(row.arm, "" if pd_isna(row.seed) else str(int(row.seed)), row.state,
-                      f"{row.step}/{'?' if pd_isna(row.steps) else int(row.steps)}",
-                      "" if pd_isna(row.success) else f"{row.success:.3f}", f"{row.seconds / 3600:.2f}",
-                      "?" if pd_isna(row.seconds_left) else f"{row.seconds_left / 3600:.2f}")
-    out.print(table)
-    total = sweep_status.totals(frame)
-    left = "unknown (an unfinished arm has no measured step yet)" if pd_isna(total["seconds_left"]) else \
-        f"about {total['seconds_left'] / 3600:.1f}"
-    out.print(f"{total['done']} of {total['cells']} cells done; {total['seconds'] / 3600:.1f} core-hours "
-              f"spent, {left} left at the measured seconds per step (one core a cell; "
-              "--executor ray runs two at once on two cores)", highlight=False)
-
-
-def pd_isna(value) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+    out.print(sweep_status.table(frame, f"{spec.name} · {target}"))
+    out.print(sweep_status.totals_line(sweep_status.totals(frame)), highlight=False)
 
 
 def _run_cells(spec, runs, planned, target: Path, engine) -> int:

@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+from rich.table import Table
 
 from tsr_cli.compare import Sweep, run_dir
 from tsr_cli.train.run import read_metrics
@@ -97,3 +98,24 @@ def totals(frame: pd.DataFrame) -> dict:
     return {"cells": len(cells), "done": int((cells["state"] == "done").sum()),
             "seconds": float(frame["seconds"].sum()),
             "seconds_left": float(frame["seconds_left"].sum(min_count=len(frame)))}
+
+
+def table(frame: pd.DataFrame, title: str) -> Table:
+    """The cells as a rich table: hours spent and, estimated, left."""
+    view = Table(title=title, title_justify="left")
+    for name in ("arm", "seed", "state", "steps", "success", "hours", "left (est.)"):
+        view.add_column(name, justify="left" if name in ("arm", "state") else "right", no_wrap=True)
+    for row in frame.itertuples():
+        view.add_row(row.arm, "" if pd.isna(row.seed) else str(int(row.seed)), row.state,
+                     f"{row.step}/{'?' if pd.isna(row.steps) else int(row.steps)}",
+                     "" if pd.isna(row.success) else f"{row.success:.3f}", f"{row.seconds / 3600:.2f}",
+                     "?" if pd.isna(row.seconds_left) else f"{row.seconds_left / 3600:.2f}")
+    return view
+
+
+def totals_line(total: dict) -> str:
+    left = "unknown (an unfinished arm has no measured step yet)" if math.isnan(total["seconds_left"]) else \
+        f"about {total['seconds_left'] / 3600:.1f}"
+    return (f"{total['done']} of {total['cells']} cells done; {total['seconds'] / 3600:.1f} core-hours spent, "
+            f"{left} left at the measured seconds per step (one core a cell; --executor ray runs two at "
+            "once on two cores)")
