@@ -217,6 +217,20 @@ def test_final_entropy_is_each_runs_mean_over_its_last_training_steps():
     assert "| final entropy |" in compare.to_markdown(table) and "| 6.00 |" in compare.to_markdown(table)
 
 
+def test_last_quarter_trend_is_each_runs_slope_over_its_last_quarter_per_100_steps():
+    results, _ = hand_made()
+    rising = [{"arm": "a", "seed": 0, "step": step, "val_success_rate": 0.001 * step} for step in range(0, 201, 10)]
+    flat = [{"arm": "a", "seed": 1, "step": step, "val_success_rate": 0.9 if step < 150 else 0.5}
+            for step in range(0, 201, 10)]
+    short = [{"arm": "a", "seed": 2, "step": step, "val_success_rate": 0.5} for step in (0, 10)]  # < 3 points
+    trend = compare.last_quarter_trend(results, pd.DataFrame(rising + flat + short))
+    assert trend[0] == pytest.approx(0.1) and trend[1] == pytest.approx(0.0, abs=1e-12)  # 150-200 only
+    assert trend.drop([0, 1]).isna().all()
+    row = compare.arm_table(results.assign(last_quarter_trend=trend)).set_index("arm").loc["a"]
+    assert row["last_quarter_trend_mean"] == pytest.approx(0.05)
+    assert row["last_quarter_trend"].startswith("+0.050 [")
+
+
 def test_arm_table_mean_std_and_compute():
     results, curves = hand_made()
     results["steps_to_threshold"] = compare.steps_to_threshold(results, curves, 0.5)

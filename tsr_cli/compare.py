@@ -55,6 +55,7 @@ from tsr_cli.tables import (  # noqa: F401  (re-exported: the sweep API)
     arm_table,
     caption,
     final_entropy,
+    last_quarter_trend,
     mean_std,
     plot_success,
     references,
@@ -441,6 +442,7 @@ def write_outputs(sweep: Sweep, out: Path) -> list[Path]:
     results["steps_to_threshold"] = steps_to_threshold(results, curves, sweep.threshold,
                                                        refs[0] if refs else None)
     results["final_entropy"] = final_entropy(results, curves)
+    results["last_quarter_trend"] = last_quarter_trend(results, curves)
     table = arm_table(results, refs)
     written = [write_results(results, out), out / "curves.csv", out / "table.csv", out / "table.md"]
     curves.to_csv(out / "curves.csv", index=False)

@@ -13,6 +13,10 @@ One row per arm (in sweep order):
 - the gain over the start: final minus initial held-out success, paired by
   run, with its bootstrap interval (whether the arm learned at all: a
   baseline that does not improve its start makes the comparison void);
+- the trend over the last quarter: each run's least-squares slope of held-out
+  success over the evaluations in its last quarter of steps, per 100 steps,
+  as the mean over seeds with its t interval (is the curve flat where the
+  table reads it?);
 - speed: steps until held-out success reaches a target, which is `threshold`
   x the first reference arm's mean final success (1.0: "as good as plain
   sampling ends"), or x the best arm's when the sweep has no reference arm;
@@ -33,6 +37,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tsr_cli.stats import mean_interval, paired_difference
@@ -43,6 +48,8 @@ COMPUTE = ("tokens_generated", "env_steps", "sim_env_steps", "sibling_tokens", "
 DEFAULT_REFERENCES = ("none", "none-matched", "beam")
 #: the training steps a run's final entropy is averaged over
 FINAL_STEPS = 5
+#: the trend is fitted over the evaluations in this last fraction of a run's steps
+TREND_SPAN = 0.25
 
 
 def references(results: pd.DataFrame, wanted=DEFAULT_REFERENCES) -> list[str]:
@@ -80,6 +87,19 @@ def final_entropy(results: pd.DataFrame, curves: pd.DataFrame, last: int = FINAL
     return pd.Series(values, index=results.index, dtype=float)
 
 
+def last_quarter_trend(results: pd.DataFrame, curves: pd.DataFrame, span: float = TREND_SPAN) -> pd.Series:
+    """Per run, the least-squares slope of held-out success against step over the evaluations
+    at steps >= (1 - span) x its last step, per 100 steps; NaN with fewer than 3 such points."""
+    held_out = curves.dropna(subset=["val_success_rate"])
+    slopes = {}
+    for (arm, seed), run in held_out.groupby(["arm", "seed"]):
+        late = run[run["step"] >= (1 - span) * run["step"].max()]
+        if len(late) >= 3:
+            slopes[(arm, seed)] = 100 * float(np.polyfit(late["step"], late["val_success_rate"], 1)[0])
+    values = [slopes.get((arm, seed), math.nan) for arm, seed in zip(results["arm"], results["seed"])]
+    return pd.Series(values, index=results.index, dtype=float)
+
+
 def arm_table(results: pd.DataFrame, refs: list[str] | None = None) -> pd.DataFrame:
     """One row per arm (in sweep order): intervals, paired differences, speed, compute."""
     refs = references(results) if refs is None else refs
@@ -105,6 +125,11 @@ def _arm_row(arm: str, by_seed: dict, refs: list[str]) -> dict:
         "seeds_reaching_threshold": len(reached),
         **{key: runs[key].mean() for key in COMPUTE if key in runs},
     }
+    trend = runs.get("last_quarter_trend")
+    if trend is not None and trend.notna().any():
+        interval = mean_interval(trend)
+        row.update({"last_quarter_trend": interval.text(signed=True), "last_quarter_trend_mean": interval.estimate,
+                    "last_quarter_trend_low": interval.low, "last_quarter_trend_high": interval.high})
     for key in ("final_val_invalid_action_rate", "final_entropy"):
         values = runs.get(key)
         if values is not None and values.notna().any():
@@ -162,6 +187,8 @@ def markdown_columns(table: pd.DataFrame, headline: str = "held-out success") ->
         columns.append((f"diff_vs_{ref}", f"Δ vs {ref} (paired, 95%)", str))
     if "gain_over_start" in table:
         columns.append(("gain_over_start", "gain over start (paired, 95%)", str))
+    if "last_quarter_trend" in table:
+        columns.append(("last_quarter_trend", "last-quarter trend / 100 steps (95%)", str))
     if "final_val_invalid_action_rate" in table:
         columns.append(("final_val_invalid_action_rate", "invalid answers", "{:.1%}".format))
     if "final_entropy" in table:
@@ -203,6 +230,8 @@ def caption(name: str, results: pd.DataFrame, threshold: float, refs: list[str],
                f"95% percentile-bootstrap interval over seeds. " if refs else "")
             + f"Steps to target: the first step at which held-out success reaches {threshold:g} x "
             f"{against} mean final success (= {target:.3f}), averaged over the seeds that reach it. "
+            f"Last-quarter trend: each run's least-squares slope of held-out success over the evaluations in "
+            f"its last quarter of steps, per 100 steps (about 0: flat where the table reads it). "
             f"Compute columns: each run's training total (held-out evaluation excluded), averaged over seeds.")
     if ceiling is not None:
         text += (f" Ceiling: the environment's expert succeeds on {ceiling:.3f} of the same held-out instances "
