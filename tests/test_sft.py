@@ -255,3 +255,31 @@ def test_resume_from_the_cli_and_its_mistakes(tmp_path, capsys):
         assert main(["sft", *args]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("tsr: error:") and message in err and "\n" not in err, err
+
+
+def test_ctrl_c_saves_the_step_and_prints_how_to_resume(tmp_path, monkeypatch, capsys):
+    """SIGINT during step 2 of `tsr sft`: the step finishes and is saved, exit 130 with the
+    resume command; `tsr sft --resume` then finishes the run."""
+    import os
+    import signal
+
+    from tsr_cli.sft import SFTTrainer
+
+    real = SFTTrainer._update
+
+    def update(self, batch, rows):
+        record = real(self, batch, rows)
+        if self.step == 1:  # the update of step 2 (step counts up after it)
+            os.kill(os.getpid(), signal.SIGINT)
+        return record
+
+    monkeypatch.setattr(SFTTrainer, "_update", update)
+    run_dir = tmp_path / "run"
+    assert main(["sft", *SOKOBAN, "--demos", "8", "--epochs", "2", "--set", "sft.batch_size=4",
+                 "--run-dir", str(run_dir)]) == 130
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == (f"tsr: interrupted after step 2 of 4; saved checkpoint step_2; "
+                    f"resume with: tsr sft --resume {run_dir}")
+    monkeypatch.undo()
+    assert main(["sft", "--resume", str(run_dir)]) == 0
+    assert [r["step"] for r in map(json.loads, (run_dir / "metrics.jsonl").open())] == [1, 2, 3, 4]
