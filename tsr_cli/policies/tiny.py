@@ -31,7 +31,12 @@ CHAT_TEMPLATE = (
 )
 #: spaces and tabs separate tokens; newlines are tokens (they shape grid rows)
 _SPACES = r"[^\S\n]+"
-_PIECES = r"[A-Z]?[a-z]+|[A-Z]|\d|\n|[^\sA-Za-z\d]"
+#: An Amazon-style product id (WebShop's ASINs, `B0` then 8 capitals or digits) is one token:
+#: spelt a character at a time, a tiny model imitating the expert's `click[B0DV7Y3LUA]`
+#: looped on `B 0 0 0 ...` until its answer ran out (greedy, 98% invalid answers after 256
+#: demonstrations x 10 epochs). Texts without such ids (Sokoban, FrozenLake) split as before.
+_ASIN = r"B0[0-9A-Z]{8}"
+_PIECES = _ASIN + r"|[A-Z]?[a-z]+|[A-Z]|\d|\n|[^\sA-Za-z\d]"
 #: used when no environment is importable; also always part of the vocabulary
 BASE_WORDS = (
     "system user assistant Available actions You can make up to action actions per turn "
