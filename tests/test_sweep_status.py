@@ -25,9 +25,10 @@ def fake_run(out: Path, arm: str, records: list[dict], done: bool) -> None:
 
 
 def test_progress_seconds_and_the_estimate_of_what_is_left(tmp_path):
+    # wall_seconds already holds each step's time_eval (the trainer sums every time_* key)
     fake_run(tmp_path, "none", [{"step": 0, "val_success_rate": 0.25},
-                                {"step": 1, "wall_seconds": 10.0, "time_eval": 2.0, "val_success_rate": 0.5},
-                                {"step": 2, "wall_seconds": 20.0, "time_eval": 2.0, "val_success_rate": 0.75}],
+                                {"step": 1, "wall_seconds": 12.0, "time_eval": 2.0, "val_success_rate": 0.5},
+                                {"step": 2, "wall_seconds": 24.0, "time_eval": 2.0, "val_success_rate": 0.75}],
              done=True)
     frame = sweep_status.cell_status(compare.load_sweep(SWEEP), tmp_path)
     assert list(frame["arm"]) == ["none", "beam"] and list(frame["state"]) == ["done", "new"]

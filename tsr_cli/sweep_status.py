@@ -4,9 +4,9 @@ A sweep on this machine runs for days and across sessions, so before starting
 or resuming one a user wants to know what is done and what is left. Per cell
 (arm x seed): its state (`done`, `resume`, `new`), the steps it has logged of
 its total, its last held-out success, and the seconds it has taken so far:
-training plus its periodic held-out evaluations, from `metrics.jsonl`
-(`wall_seconds` is cumulative across resumes; the initial evaluation is not
-timed). A sweep's `start:` is a row of its own.
+the last `wall_seconds` of its `metrics.jsonl`, which sums every step's
+timings (training and the periodic held-out evaluations) across resumes; the
+initial evaluation is not timed. A sweep's `start:` is a row of its own.
 
 What is left is an estimate, and says so: each unfinished cell's remaining
 steps at the mean seconds per step of its arm's cells that have logged steps
@@ -51,8 +51,7 @@ def _run_progress(directory: Path) -> dict:
     records = read_metrics(directory)
     trained = [r for r in records if r["step"] > 0]
     evaluated = [r for r in records if "val_success_rate" in r]
-    seconds = (trained[-1].get("wall_seconds", 0.0) if trained else 0.0) + \
-        sum(r.get("time_eval", 0.0) for r in trained)
+    seconds = trained[-1].get("wall_seconds", 0.0) if trained else 0.0  # periodic evaluations included
     return {"state": "done" if (directory / "summary.json").is_file() else "resume",
             "step": trained[-1]["step"] if trained else 0,
             "success": evaluated[-1]["val_success_rate"] if evaluated else math.nan,
