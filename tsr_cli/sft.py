@@ -110,6 +110,10 @@ class SFTSection:
             raise ConfigError(f"sft.batch_size ({self.batch_size}) must be a multiple of "
                               f"sft.grad_accum ({self.grad_accum})")
 
+    def steps_per_epoch(self, n_demos: int) -> int:
+        """Optimiser steps in one pass over `n_demos` demonstrations."""
+        return math.ceil(n_demos / self.batch_size)
+
 
 @dataclass
 class SFTConfig:
@@ -272,9 +276,6 @@ class SFTTrainer:
         self.make_env = envs.factory(train.env.name, **train.env.args)
         self.protocol = train.env.protocol()
 
-    def steps_per_epoch(self, n_demos: int) -> int:
-        return math.ceil(n_demos / self.sft.batch_size)
-
     def fit(self, batch: TokenBatch, on_step=None, save=None, should_stop=None) -> None:
         """`epochs` shuffled passes of AdamW steps on the token-mean cross-entropy, from `self.step`.
 
@@ -287,7 +288,7 @@ class SFTTrainer:
         """
         on_step = on_step or (lambda record: None)
         lengths = batch.attention_mask.sum(1)
-        per_epoch = self.steps_per_epoch(len(batch))
+        per_epoch = self.sft.steps_per_epoch(len(batch))
         total = self.sft.epochs * per_epoch
         while self.step < total:
             epoch, taken = divmod(self.step, per_epoch)
@@ -393,7 +394,7 @@ class SFTRun:
     @classmethod
     def resume(cls, run_dir: Path) -> "SFTRun":
         """The run in `run_dir`, at its newest readable checkpoint (none: from the start)."""
-        from tsr_cli.train.run import read_metrics
+        from tsr_cli.train.run import cut_metrics
 
         run_dir = Path(run_dir)
         if not (run_dir / "sft.yaml").is_file():
@@ -407,13 +408,12 @@ class SFTRun:
         checkpoint = latest_checkpoint(run_dir, on_skip=warn)
         if checkpoint is not None:
             load_into(run.trainer, checkpoint)
-        kept = [r for r in read_metrics(run_dir, on_torn=warn) if r["step"] <= run.trainer.step]
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+        cut_metrics(run_dir, run.trainer.step)
         return run
 
     @property
     def total_steps(self) -> int:
-        return self.cfg.sft.epochs * self.trainer.steps_per_epoch(len(self.learner_demos))
+        return self.cfg.sft.epochs * self.cfg.sft.steps_per_epoch(len(self.learner_demos))
 
     def train(self, on_step=None, should_stop=None) -> dict:
         """Evaluate, fit, checkpoint, evaluate again (greedy, sampled, and the expert); summarise.

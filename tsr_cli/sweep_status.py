@@ -65,8 +65,7 @@ def _start_row(directory: Path) -> dict:
         from tsr_cli.sft import load_sft_config
 
         cfg = load_sft_config(directory / "sft.yaml")
-        demos, size = cfg.sft.demos, cfg.sft.batch_size
-        total = cfg.sft.epochs * math.ceil(demos / size)  # successes_only may leave fewer
+        total = cfg.sft.epochs * cfg.sft.steps_per_epoch(cfg.sft.demos)  # successes_only may leave fewer
         if (directory / "summary.json").is_file():
             summary = json.loads((directory / "summary.json").read_text())
             return {**row, "state": "done", "step": summary["steps"], "steps": summary["steps"],

@@ -89,6 +89,13 @@ def read_metrics(run_dir: Path, on_torn=None) -> list[dict]:
     return records
 
 
+def cut_metrics(run_dir: Path, last_step: int) -> None:
+    """Keep only metrics.jsonl's records up to `last_step` (what a resumed run will not redo);
+    a torn last line is dropped with a warning."""
+    kept = [r for r in read_metrics(run_dir, on_torn=warn) if r["step"] <= last_step]
+    (Path(run_dir) / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
 def _record(line: str) -> dict | None:
     """One metrics record, or None if the line is not one (torn or edited)."""
     try:
@@ -245,8 +252,7 @@ class Run:
 
     def _cut_logs(self, last_step: int) -> None:
         """Drop what a stopped run logged after the checkpoint resumed from (it will be redone)."""
-        kept = [r for r in read_metrics(self.dir, on_torn=warn) if r["step"] <= last_step]
-        (self.dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+        cut_metrics(self.dir, last_step)
         if (self.dir / "curves.csv").is_file():
             write_curves(self.dir)
         if last_step < self.cfg.trainer.steps:  # a summary of steps no longer on disk
