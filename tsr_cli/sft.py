@@ -52,7 +52,7 @@ from tsr_cli.evaluate import EVAL_SEED_OFFSET, eval_seeds, evaluate
 from tsr_cli.policies.base import Completion, SamplingParams
 from tsr_cli.train.batch import TokenBatch, build_batch
 from tsr_cli.errors import Interrupted, warn
-from tsr_cli.train.checkpoint import clean_checkpoints, latest_checkpoint, load_into, save_checkpoint
+from tsr_cli.train.checkpoint import clean_checkpoints, fsync_file, latest_checkpoint, load_into, save_checkpoint
 from tsr_cli.train.config import (
     SECTIONS,
     ConfigError,
@@ -433,6 +433,7 @@ class SFTRun:
         saved = []
 
         def save(step: int) -> None:
+            fsync_file(self.dir / "metrics.jsonl")  # the records resume will trust, on disk first
             save_checkpoint(trainer, self.dir)
             saved.append(step)
 

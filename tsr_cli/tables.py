@@ -232,7 +232,8 @@ def caption(name: str, results: pd.DataFrame, threshold: float, refs: list[str],
             f"{against} mean final success (= {target:.3f}), averaged over the seeds that reach it. "
             f"Last-quarter trend: each run's least-squares slope of held-out success over the evaluations in "
             f"its last quarter of steps, per 100 steps (about 0: flat where the table reads it). "
-            f"Compute columns: each run's training total (held-out evaluation excluded), averaged over seeds.")
+            f"Compute columns: each run's training totals, averaged over seeds; the token and step counts "
+            f"leave out the held-out evaluations, the wall time includes the periodic ones.")
     if ceiling is not None:
         text += (f" Ceiling: the environment's expert succeeds on {ceiling:.3f} of the same held-out instances "
                  f"(played as the runs are evaluated, without search).")

@@ -176,9 +176,9 @@ def _write_contents(trainer, path: Path) -> None:
     marker = {"format": FORMAT, "step": trainer.step, "policy": trainer.cfg.policy.name,
               "env": trainer.cfg.env.name}
     for name in ("weights.safetensors", "optimizer.safetensors", "trainer_state.json"):
-        _fsync_file(path / name)
+        fsync_file(path / name)
     (path / CHECKPOINT_MARKER).write_text(json.dumps(marker))  # last: marks it complete
-    _fsync_file(path / CHECKPOINT_MARKER)
+    fsync_file(path / CHECKPOINT_MARKER)
 
 
 def _optimizer_tensors(trainer) -> tuple[dict, list]:
@@ -278,9 +278,11 @@ def load_checkpoint_policy(path: Path, *, seed: int = 0, **kw):
     return policy
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
+def fsync_file(path: Path) -> None:
+    """Force a file's appended bytes to disk (a missing file is fine: nothing to sync)."""
+    if path.is_file():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
 
 
 def _fsync_dir(path: Path) -> None:

@@ -31,7 +31,7 @@ import pandas as pd
 
 from tsr_cli.errors import Interrupted, RunFault, StoppedRun, UserError, first_line, is_disk_full, warn
 from tsr_cli.evaluate import EVAL_SEED_OFFSET
-from tsr_cli.train.checkpoint import clean_checkpoints, latest_checkpoint, load_into, save_checkpoint
+from tsr_cli.train.checkpoint import clean_checkpoints, fsync_file, latest_checkpoint, load_into, save_checkpoint
 from tsr_cli.train.config import TrainConfig, dump_config, load_config
 from tsr_cli.train.loggers import Loggers, require as require_loggers
 from tsr_cli.train.trainer import Trainer
@@ -243,7 +243,7 @@ class Run:
         if self.world.is_main:
             # The records up to this step must be on disk before the checkpoint
             # that resume will trust (a power cut can lose unsynced appends).
-            _fsync(self.dir / "metrics.jsonl")
+            fsync_file(self.dir / "metrics.jsonl")
             save_checkpoint(self.trainer, self.dir)
         self.world.barrier()
         self._saved_step = step
@@ -258,8 +258,3 @@ class Run:
         if last_step < self.cfg.trainer.steps:  # a summary of steps no longer on disk
             (self.dir / "summary.json").unlink(missing_ok=True)
 
-
-def _fsync(path: Path) -> None:
-    if path.is_file():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
