@@ -6,7 +6,10 @@ one after another into runs/sft-capacity/ (a cell whose summary.json exists is
 skipped, and one stopped part-way resumes from its last checkpoint), then writes results/sft/capacity.csv
 and results/sft/capacity.png from the summaries.
 
-    python experiments/sft/capacity.py [GRID.yaml] [--only ENV] [--table-only]
+    python experiments/sft/capacity.py [GRID.yaml] [--only ENV] [--size LxH] [--demos N] [--table-only]
+
+--size and --demos pick cells out of the grid (to run the decisive ones first); the CSV
+and the plot always hold every cell that has finished.
 """
 
 from __future__ import annotations
@@ -99,13 +102,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("grid", nargs="?", default=str(ROOT / "experiments/sft/capacity.yaml"))
     parser.add_argument("--only", help="run only this environment's cells")
+    parser.add_argument("--size", help="run only this size's cells (LAYERSxHIDDEN)")
+    parser.add_argument("--demos", type=int, help="run only the cells with this many demonstrations")
     parser.add_argument("--table-only", action="store_true", help="write the CSV and plot; run nothing")
     args = parser.parse_args()
     grid = yaml.safe_load(Path(args.grid).read_text())
     if not args.table_only:
         # cheapest cells first: the small-data results come early
         for env, size, demos, epochs, command in sorted(cells(grid), key=lambda cell: cell[2]):
-            if args.only in (None, env):
+            if args.only in (None, env) and args.size in (None, size) and args.demos in (None, demos):
                 run_cell(env, size, demos, epochs, command)
     frame = table(grid)
     (ROOT / OUT).mkdir(parents=True, exist_ok=True)
