@@ -433,7 +433,7 @@ class SFTRun:
         saved = []
 
         def save(step: int) -> None:
-            fsync_file(self.dir / "metrics.jsonl")  # the records resume will trust, on disk first
+            fsync_file(self.dir / "metrics.jsonl", missing_ok=True)  # the records resume will trust, on disk first
             save_checkpoint(trainer, self.dir)
             saved.append(step)
 

@@ -278,11 +278,12 @@ def load_checkpoint_policy(path: Path, *, seed: int = 0, **kw):
     return policy
 
 
-def fsync_file(path: Path) -> None:
-    """Force a file's appended bytes to disk (a missing file is fine: nothing to sync)."""
-    if path.is_file():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
+def fsync_file(path: Path, missing_ok: bool = False) -> None:
+    """Force a file's bytes to disk; a missing file raises unless `missing_ok`."""
+    if missing_ok and not path.is_file():
+        return
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def _fsync_dir(path: Path) -> None:

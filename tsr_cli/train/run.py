@@ -243,7 +243,7 @@ class Run:
         if self.world.is_main:
             # The records up to this step must be on disk before the checkpoint
             # that resume will trust (a power cut can lose unsynced appends).
-            fsync_file(self.dir / "metrics.jsonl")
+            fsync_file(self.dir / "metrics.jsonl", missing_ok=True)
             save_checkpoint(self.trainer, self.dir)
         self.world.barrier()
         self._saved_step = step
