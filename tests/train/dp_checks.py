@@ -32,7 +32,8 @@ def main() -> None:
 
     # the global batch: episodes rank by rank, then sibling rows rank by rank
     sections = [(2, 1), (2, 0)][rank]
-    assert world.global_rows(sections).tolist() == [[0, 1, -1, -1, 2], [-1, -1, 0, 1, -1]][rank]
+    rows, totals = world.global_rows(sections)
+    assert rows.tolist() == [[0, 1, -1, -1, 2], [-1, -1, 0, 1, -1]][rank] and totals == (4, 1)
 
     # gradients: summed; a rank without one adds zeros; none anywhere stays None
     a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))

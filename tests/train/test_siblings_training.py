@@ -48,3 +48,28 @@ def test_siblings_without_search_is_a_one_line_error(tmp_path, capsys):
                  "--set", "search.learn_from=siblings", "--run-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("tsr: error:") and "learn_from" in err[0]
+
+
+def test_sibling_rows_ride_along_without_adding_optimiser_steps(monkeypatch):
+    """Episodes fix the minibatch count; every sibling row lands in exactly one
+    minibatch per epoch, spread evenly; without siblings the split is by size."""
+    cfg = load_config(ROOT / "experiments/tiny/frozenlake_ppo_beam.yaml",
+                      {**SMALL, "search.learn_from": "siblings", "algo.minibatch_size": 3, "algo.grad_accum": 1,
+                              "algo.epochs": 2})
+    trainer = Trainer(cfg)
+    seen = []
+    minibatches = trainer._minibatches
+    monkeypatch.setattr(trainer, "_minibatches", lambda batch: seen.append((batch, minibatches(batch))) or seen[-1][1])
+    record = trainer.train_step()
+    batch, parts = seen[0]
+    episodes = int((batch.groups >= 0).sum())
+    assert record["sibling_rows"] > 0 and len(batch) == episodes + record["sibling_rows"]
+    per_epoch = -(-episodes // 3)
+    assert len(parts) == 2 * per_epoch
+    for epoch in (parts[:per_epoch], parts[per_epoch:]):
+        rows = torch.cat([r for r, _ in epoch])
+        assert sorted(rows.tolist()) == list(range(len(batch)))
+        assert all(int((r < episodes).sum()) <= 3 for r, _ in epoch)
+        extra = [int((r >= episodes).sum()) for r, _ in epoch]
+        assert max(extra) - min(extra) <= 1
+        assert all(size == len(r) for r, size in epoch)

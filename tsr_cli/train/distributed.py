@@ -98,15 +98,17 @@ class World:
         """This rank's contiguous share of n items (shares differ by at most one)."""
         return slice(self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size)
 
-    def global_rows(self, sections: tuple[int, ...]) -> torch.Tensor:
-        """[N] where each row of the global batch sits in this rank's batch (-1: another rank's).
+    def global_rows(self, sections: tuple[int, ...]) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """([N] where each row of the global batch sits in this rank's batch (-1: another
+        rank's), the global batch's row count per section).
 
         `sections` holds this rank's row count per section (episodes, sibling
         rows); its batch lists its sections in order. The global batch lists
         section by section, and within a section rank by rank: with ranks
         holding consecutive instance groups, the order one process builds.
         """
-        return global_rows(self.gather([tuple(sections)]), self.rank)
+        counts = self.gather([tuple(sections)])
+        return global_rows(counts, self.rank), tuple(map(sum, zip(*counts)))
 
     # ------------------------------------------------------------ collectives
     def barrier(self) -> None:

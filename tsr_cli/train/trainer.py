@@ -353,16 +353,30 @@ class Trainer:
 
         The global batch is what one process would build: each section of
         rows (episodes, then sibling rows) rank after rank. Every rank draws
-        the same permutation of it from the shared shuffle generator and
+        the same permutations of it from the shared shuffle generator and
         keeps the rows it holds.
+
+        The episodes fix the number of optimiser steps: an epoch takes
+        ceil(episodes / minibatch_size) of them, and sibling rows ride along,
+        spread evenly over those minibatches. Split by row count instead,
+        sibling credit (up to 100 extra rows beside 64 episodes on Sokoban)
+        took 2.6 times the optimiser steps per rollout, and an arm with it
+        differed from its plain arm in how far each step moved the policy
+        (mean approx. KL 0.026 against 0.003 under PPO), not only in its
+        signal. Without sibling rows the draws are the same as before.
         """
         algo = self.cfg.algo
-        local = self.world.global_rows(sections(batch)).to(self.device)
+        local, (episodes, *extra) = self.world.global_rows(sections(batch))
+        local, extra = local.to(self.device), sum(extra)
         out = []
         for _ in range(algo.epochs):
-            order = torch.randperm(len(local), generator=self.shuffle).to(self.device)
-            for minibatch in order.split(algo.minibatch_size):
-                rows = local[minibatch]
+            order = torch.randperm(episodes, generator=self.shuffle)
+            parts = list(order.split(algo.minibatch_size)) if episodes else [order]
+            if extra:
+                siblings = torch.randperm(extra, generator=self.shuffle) + episodes
+                parts = [torch.cat([part, more]) for part, more in zip(parts, siblings.tensor_split(len(parts)))]
+            for minibatch in parts:
+                rows = local[minibatch.to(self.device)]
                 out.append((rows[rows >= 0], len(minibatch)))
         return out
 
