@@ -49,6 +49,7 @@ def toy_out(tmp_path_factory):
         assert main(["compare", str(TOY), "--out", str(out)]) == 130
     states = [run.state for run in compare.plan(compare.load_sweep(TOY), out)]
     partial = pd.read_csv(out / "results.csv")
+    assert (out / "table.md").read_text().count("\n| none") == 1  # tables follow the sweep cell by cell
     logged = (out / "runs/beam-s0/metrics.jsonl").read_text().splitlines()
     stamp = (out / "runs/none-s0/metrics.jsonl").stat().st_mtime_ns
     assert main(["compare", str(TOY), "--out", str(out)]) == 0
@@ -86,6 +87,7 @@ def test_interrupted_sweep_resumes_without_retraining(toy_out):
     out, (states, partial, logged), stamp = toy_out
     assert states == ["done", "resume"]
     assert list(partial["arm"]) == ["none"]  # results.csv kept the run that finished before Ctrl-C
+    assert {"final_entropy", "last_quarter_trend"} <= set(partial.columns)  # with the derived columns
     assert (out / "runs/none-s0/metrics.jsonl").stat().st_mtime_ns == stamp  # not trained again
     resumed = read_metrics(out / "runs/beam-s0")
     assert [record["step"] for record in resumed] == [0, 1, 2]

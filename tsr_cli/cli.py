@@ -377,6 +377,11 @@ def _run_cells(spec, runs, planned, target: Path, engine) -> int:
     def report(result) -> None:
         results.append(result)
         err.print(_cell_line(result), markup=False, highlight=False, soft_wrap=True)
+        if result.ok and result.run.state != "done":  # tables follow the sweep, cell by cell
+            try:
+                compare.write_outputs(spec, target)
+            except FileNotFoundError as exc:
+                err.print(f"tables not refreshed: {exc}", markup=False, highlight=False, soft_wrap=True)
 
     with engine, progress_bar(err, f"compare {spec.name}", len(runs)) as advance:
         compare.run_sweep(runs, target, advance, cells=[(r.arm, r.seed) for r in planned],
