@@ -137,6 +137,17 @@ def test_one_cell_reruns_to_the_same_numbers(toy_out, tmp_path):
         pd.testing.assert_series_equal(curve[key], original[key])
 
 
+def test_a_finished_sweep_run_again_leaves_results_csv_as_it_was(toy_out, tmp_path):
+    """Kept cells keep the columns the table stage derived, byte for byte."""
+    out = tmp_path / "copy"
+    shutil.copytree(toy_out[0], out)
+    before = (out / "results.csv").read_bytes()
+    assert "final_entropy" in before.decode()
+    runs = compare.plan(compare.load_sweep(TOY), out)
+    compare.run_sweep(runs, out)
+    assert (out / "results.csv").read_bytes() == before
+
+
 def test_rerunning_a_cell_in_place_keeps_the_other_rows(toy_out, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(toy_out[0], out)

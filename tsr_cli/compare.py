@@ -383,20 +383,23 @@ def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[float], None
     results.csv is rewritten as each run finishes, in sweep order, so it holds
     what finished whatever the executor's order. `advance` counts runs.
     `cells` are the sweep's (arm, seed) pairs in sweep order (default: the
-    runs'). Rows of those cells already in OUT/results.csv and not among
-    `runs` are kept, so re-running one selected cell does not drop the others;
-    a run that fails leaves no row, so the next sweep runs it again.
+    runs'). Rows of those cells already in OUT/results.csv are kept unless
+    their run is trained now, so re-running one selected cell does not drop
+    the others, and a finished cell keeps the columns the table stage
+    derived; a run that fails leaves no row, so the next sweep runs it again.
     """
     executor = executor or LocalExecutor()
     cells = cells or [(run.arm, run.seed) for run in runs]
-    rows = _kept_rows(out, cells, runs)
+    todo = [run for run in runs if run.state != "done"]
+    rows = _kept_rows(out, cells, todo)
     finished = [CellResult(run, summary=_summary(run)) for run in runs if run.state == "done"]
     advance(len(finished))
-    unfinished = executor.run([run for run in runs if run.state != "done"], train_run, advance)
+    unfinished = executor.run(todo, train_run, advance)
     results = []
     for result in itertools.chain(finished, unfinished):
-        if result.ok:
-            rows[(result.run.arm, result.run.seed)] = result_row(result.run, result.summary)
+        cell = (result.run.arm, result.run.seed)
+        if result.ok and (result.run.state != "done" or cell not in rows):  # a kept row stays as it is
+            rows[cell] = result_row(result.run, result.summary)
             write_results(_in_order(rows, cells), out)
         on_result(result)
         results.append(result)
@@ -414,7 +417,9 @@ def _kept_rows(out: Path, cells: list[tuple[str, int]], runs: list[PlannedRun]) 
 
 
 def _in_order(rows: dict, cells: list[tuple[str, int]]) -> pd.DataFrame:
-    return pd.DataFrame([rows[cell] for cell in cells if cell in rows], columns=RESULT_COLUMNS)
+    """The rows in sweep order; columns the table stage derived (`write_outputs`) stay."""
+    derived = dict.fromkeys(key for row in rows.values() for key in row if key not in RESULT_COLUMNS)
+    return pd.DataFrame([rows[cell] for cell in cells if cell in rows], columns=[*RESULT_COLUMNS, *derived])
 
 
 def result_row(run: PlannedRun, summary: dict) -> dict:
