@@ -52,28 +52,32 @@ def visited_turns(trajectory, make_env, max_turns: int) -> list[tuple[int, int, 
     return out
 
 
-def probe(checkpoint: str, episodes: int) -> dict:
-    saved = checkpoint_defaults(checkpoint)
-    max_turns = saved["max_turns"]
-    make_env = envs.factory("frozenlake", **saved.get("env_args", {}))
-    protocol = ProtocolConfig(max_turns, saved["actions_per_turn"], answer_only=saved["answer_only"])
-    params = SamplingParams(temperature=0.0, max_new_tokens=saved["max_new_tokens"], stop=protocol.stop)
-    policy = load_policy(checkpoint, seed=0, env_names=["frozenlake"])
+def agreement(policy, make_env, protocol: ProtocolConfig, max_new_tokens: int, episodes: int) -> dict:
+    """Greedy success, and agreement with the expert against the position-only bound, on
+    the first `episodes` held-out maps."""
+    params = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens, stop=protocol.stop)
     result = eval_rollout(policy, make_env, eval_seeds(episodes), SearchConfig("none"), params, protocol,
                           env_name="frozenlake", batch_groups=50)
-    rows = [row for t in result.trajectories for row in visited_turns(t, make_env, max_turns)]
+    rows = [row for t in result.trajectories for row in visited_turns(t, make_env, protocol.max_turns)]
     by_place = defaultdict(Counter)
     for turn, position, _, move in rows:
         by_place[turn, position][move] += 1
-    bound = sum(max(c.values()) for c in by_place.values()) / len(rows)
     first = [(p, e) for turn, _, p, e in rows if turn == 0]
-    return {"checkpoint": checkpoint,
-            "success": sum(t.success for t in result.trajectories) / len(result.trajectories),
+    return {"success": sum(t.success for t in result.trajectories) / len(result.trajectories),
             "turns": len(rows), "agreement": sum(p == e for _, _, p, e in rows) / len(rows),
-            "map_blind_bound": bound,
+            "map_blind_bound": sum(max(c.values()) for c in by_place.values()) / len(rows),
             "first_agreement": sum(p == e for p, e in first) / len(first),
             "first_bound": max(Counter(e for _, e in first).values()) / len(first),
             "first_moves": dict(Counter(p for p, _ in first))}
+
+
+def probe(checkpoint: str, episodes: int) -> dict:
+    """`agreement` of a tsr checkpoint, with the env and protocol it was trained with."""
+    saved = checkpoint_defaults(checkpoint)
+    make_env = envs.factory("frozenlake", **saved.get("env_args", {}))
+    protocol = ProtocolConfig(saved["max_turns"], saved["actions_per_turn"], answer_only=saved["answer_only"])
+    policy = load_policy(checkpoint, seed=0, env_names=["frozenlake"])
+    return {"checkpoint": checkpoint, **agreement(policy, make_env, protocol, saved["max_new_tokens"], episodes)}
 
 
 def main() -> None:
