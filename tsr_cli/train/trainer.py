@@ -371,7 +371,7 @@ class Trainer:
         out = []
         for _ in range(algo.epochs):
             order = torch.randperm(episodes, generator=self.shuffle)
-            parts = list(order.split(algo.minibatch_size)) if episodes else [order]
+            parts = list(order.split(algo.minibatch_size))
             if extra:
                 siblings = torch.randperm(extra, generator=self.shuffle) + episodes
                 parts = [torch.cat([part, more]) for part, more in zip(parts, siblings.tensor_split(len(parts)))]
