@@ -137,15 +137,21 @@ def test_one_cell_reruns_to_the_same_numbers(toy_out, tmp_path):
         pd.testing.assert_series_equal(curve[key], original[key])
 
 
-def test_a_finished_sweep_run_again_leaves_results_csv_as_it_was(toy_out, tmp_path):
-    """Kept cells keep the columns the table stage derived, byte for byte."""
+def test_a_finished_sweep_run_again_keeps_its_rows_from_the_run_dirs_and_the_derived_columns(toy_out, tmp_path):
+    """A finished cell's row is rebuilt from its run dir (a stale value is mended) and keeps
+    the columns the table stage derived; moved here, run_dir follows the runs."""
     out = tmp_path / "copy"
     shutil.copytree(toy_out[0], out)
-    before = (out / "results.csv").read_bytes()
-    assert "final_entropy" in before.decode()
-    runs = compare.plan(compare.load_sweep(TOY), out)
-    compare.run_sweep(runs, out)
-    assert (out / "results.csv").read_bytes() == before
+    before = pd.read_csv(out / "results.csv")
+    assert {"final_entropy", "last_quarter_trend", "steps_to_threshold"} <= set(before.columns)
+    stale = before.copy()
+    stale.loc[0, "final_val_success_rate"] = 0.999
+    stale.to_csv(out / "results.csv", index=False)
+    compare.run_sweep(compare.plan(compare.load_sweep(TOY), out), out)
+    after = pd.read_csv(out / "results.csv")
+    assert list(after.columns) == list(before.columns)
+    pd.testing.assert_frame_equal(after.drop(columns="run_dir"), before.drop(columns="run_dir"))
+    assert all(path.startswith(str(out)) for path in after["run_dir"])
 
 
 def test_rerunning_a_cell_in_place_keeps_the_other_rows(toy_out, tmp_path):

@@ -383,23 +383,28 @@ def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[float], None
     results.csv is rewritten as each run finishes, in sweep order, so it holds
     what finished whatever the executor's order. `advance` counts runs.
     `cells` are the sweep's (arm, seed) pairs in sweep order (default: the
-    runs'). Rows of those cells already in OUT/results.csv are kept unless
-    their run is trained now, so re-running one selected cell does not drop
-    the others, and a finished cell keeps the columns the table stage
-    derived; a run that fails leaves no row, so the next sweep runs it again.
+    runs'). Rows of those cells already in OUT/results.csv and not among
+    `runs` are kept, so re-running one selected cell does not drop the others;
+    a finished run's row is rebuilt from its summary and keeps the columns the
+    table stage derived (`write_outputs` recomputes them); a run that fails
+    leaves no row, so the next sweep runs it again.
     """
     executor = executor or LocalExecutor()
     cells = cells or [(run.arm, run.seed) for run in runs]
     todo = [run for run in runs if run.state != "done"]
     rows = _kept_rows(out, cells, todo)
+    kept = dict(rows)
     finished = [CellResult(run, summary=_summary(run)) for run in runs if run.state == "done"]
     advance(len(finished))
     unfinished = executor.run(todo, train_run, advance)
     results = []
     for result in itertools.chain(finished, unfinished):
-        cell = (result.run.arm, result.run.seed)
-        if result.ok and (result.run.state != "done" or cell not in rows):  # a kept row stays as it is
+        if result.ok:
+            cell = (result.run.arm, result.run.seed)
             rows[cell] = result_row(result.run, result.summary)
+            if result.run.state == "done" and cell in kept:  # what the table stage derived stays
+                rows[cell].update({key: value for key, value in kept[cell].items()
+                                   if key not in rows[cell] or key == "steps_to_threshold"})
             write_results(_in_order(rows, cells), out)
         on_result(result)
         results.append(result)
