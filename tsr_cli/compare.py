@@ -393,7 +393,6 @@ def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[float], None
     cells = cells or [(run.arm, run.seed) for run in runs]
     todo = [run for run in runs if run.state != "done"]
     rows = _kept_rows(out, cells, todo)
-    kept = dict(rows)
     finished = [CellResult(run, summary=_summary(run)) for run in runs if run.state == "done"]
     advance(len(finished))
     unfinished = executor.run(todo, train_run, advance)
@@ -401,10 +400,11 @@ def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[float], None
     for result in itertools.chain(finished, unfinished):
         if result.ok:
             cell = (result.run.arm, result.run.seed)
-            rows[cell] = result_row(result.run, result.summary)
-            if result.run.state == "done" and cell in kept:  # what the table stage derived stays
-                rows[cell].update({key: value for key, value in kept[cell].items()
-                                   if key not in rows[cell] or key == "steps_to_threshold"})
+            row = result_row(result.run, result.summary)
+            if result.run.state == "done":  # what the table stage derived stays
+                row.update({key: value for key, value in rows.get(cell, {}).items()
+                            if key not in row or key == "steps_to_threshold"})
+            rows[cell] = row
             write_results(_in_order(rows, cells), out)
         on_result(result)
         results.append(result)

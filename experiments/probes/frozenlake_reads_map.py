@@ -24,7 +24,7 @@ import argparse
 from collections import Counter, defaultdict
 
 import envs
-from envs.experts import ExpertView, make_expert
+from envs.experts import ExpertView, make_expert, read_lake
 from envs.frozenlake import ACTIONS
 from tsr_cli.agent.protocol import ProtocolConfig
 from tsr_cli.evaluate import eval_rollout, eval_seeds
@@ -36,8 +36,6 @@ from tsr_cli.train.checkpoint import checkpoint_defaults
 
 def visited_turns(trajectory, make_env, max_turns: int) -> list[tuple[int, int, str, str]]:
     """(turn, player position, policy move, expert move) for each turn of a greedy episode."""
-    from envs.experts import read_lake
-
     env = make_env()
     env.reset(seed=trajectory.seed)
     expert = make_expert("frozenlake", env)
