@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from safetensors.torch import load_file, save_file
 
 from tsr_cli import compare
 from tsr_cli.cli import main
@@ -356,7 +357,8 @@ def test_shipped_sweeps_are_valid(sweep):
     assert loaded.arms and loaded.seeds
 
 
-def test_start_is_trained_once_and_every_arm_starts_from_it(tmp_path):
+def _sweep_with_start(tmp_path) -> tuple[Path, Path, Path]:
+    """A one-step sweep with a one-step `tsr train` start, run once: (sweep file, start file, OUT)."""
     start = tmp_path / "start.yaml"
     small = ("trainer.steps: 1\n  trainer.groups: 2\n  trainer.group_size: 2\n  trainer.eval_episodes: 2\n"
              "  env.max_turns: 3")
@@ -369,6 +371,11 @@ def test_start_is_trained_once_and_every_arm_starts_from_it(tmp_path):
                      .replace("groups: 16", "groups: 2").replace("group_size: 8", "group_size: 2"))
     out = tmp_path / "out"
     assert main(["compare", str(sweep_file), "--out", str(out)]) == 0
+    return sweep_file, start, out
+
+
+def test_start_is_trained_once_and_every_arm_starts_from_it(tmp_path):
+    sweep_file, start, out = _sweep_with_start(tmp_path)
     checkpoint = out / "start/checkpoints/step_1"
     assert (checkpoint / "tsr_checkpoint.json").is_file()
     results = pd.read_csv(out / "results.csv")
@@ -387,6 +394,34 @@ def test_start_is_trained_once_and_every_arm_starts_from_it(tmp_path):
     bad.write_text(sweep_file.read_text().replace("seeds: [1]", "seeds: [7]"))
     with pytest.raises(compare.SweepError, match="among the sweep's"):
         compare.load_sweep(bad)
+
+
+def test_runs_record_their_start_and_a_sweep_does_not_mix_two_starts(tmp_path):
+    """The same start config trained on another CPU kind gives other weights (the Sokoban start:
+    0.477 on a Xeon, 0.523 on an EPYC); runs and rows from another start must not be paired."""
+    sweep_file, start, out = _sweep_with_start(tmp_path)
+    checkpoint = out / "start/checkpoints/step_1"
+    fingerprint = compare.start_fingerprint(checkpoint)
+    assert len(fingerprint) == 12 and int(fingerprint, 16) >= 0
+    results = pd.read_csv(out / "results.csv", dtype={"start": str})
+    assert set(results["start"]) == {fingerprint}
+    assert results["machine"].str.contains("torch").all()  # the CPU and torch that finished each run
+    assert compare.load_config(out / "runs/none-s0/config.yaml").trainer.tags["start"] == fingerprint
+    # the start trained again elsewhere: same config, other weights
+    weights = load_file(str(checkpoint / "weights.safetensors"))
+    save_file({name: tensor + 1e-3 for name, tensor in weights.items()}, str(checkpoint / "weights.safetensors"))
+    other = compare.start_fingerprint(checkpoint)
+    assert other != fingerprint
+    with pytest.raises(compare.SweepError, match=f"trained from another start \\({fingerprint}\\) than this "
+                                                 f"sweep's \\({other}\\)"):
+        compare.plan(compare.load_sweep(sweep_file), out)
+    # without those run dirs the runs would train anew, but results.csv still holds the old start's rows
+    shutil.rmtree(out / "runs")
+    runs = compare.plan(compare.load_sweep(sweep_file), out)
+    with pytest.raises(compare.SweepError, match=f"holds none seed 0 from start {fingerprint}, not this sweep's "
+                                                 f"start {other}"):
+        compare.run_sweep(compare.select(runs, seeds=[1]), out, cells=[(r.arm, r.seed) for r in runs])
+    assert not (out / "runs").exists()  # refused before anything trained
 
 
 def test_an_sft_start_stopped_part_way_resumes_from_its_checkpoint(tmp_path, monkeypatch):

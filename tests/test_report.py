@@ -18,8 +18,10 @@ def test_readme_results_block_matches_the_committed_tables():
 def test_every_committed_table_is_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     current = [(name, ROOT / "results") for name in report.sweep_names(ROOT / "experiments/sweeps", ROOT / "results")]
-    archived = [(name, ROOT / "results" / report.ARCHIVE) for name in
-                report.sweep_names(ROOT / "experiments/sweeps" / report.ARCHIVE, ROOT / "results" / report.ARCHIVE)]
+    archived = [(name, ROOT / "results" / archive.results)
+                for archive, names in report.archived(ROOT / "experiments/sweeps", ROOT / "results") for name in names]
+    assert {archive.results for archive, _ in report.archived(ROOT / "experiments/sweeps", ROOT / "results")} == {
+        "first_starts", "pre_fix"}
     assert current + archived, "no committed results"
     for name, results in current + archived:
         table = (results / name / "table.md").read_text()

@@ -30,8 +30,11 @@ wall time). The cells train one after another in this process or, with
 `--executor ray`, side by side as Ray tasks (tsr_cli.executors); the outputs
 are the same.
 
+    OUT/start/                    the start's run directory (committed: a start trained
+                                  again on another CPU kind is another start)
     OUT/runs/<arm>-s<seed>/       one run directory each (tsr_cli.train.run), tagged with
                                   the sweep, arm and seed (trainer.tags, for the loggers)
+                                  and the start's fingerprint (`start`)
     OUT/results.csv               one row per arm x seed
     OUT/table.md, OUT/table.csv   one row per arm
     OUT/curves.csv                every run's learning curve, long format
@@ -41,6 +44,7 @@ are the same.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
@@ -75,8 +79,10 @@ ARM_KEYS = ("name", "set", "seeds")
 RESERVED = ("trainer.seed", "trainer.run_dir", "trainer.tags")
 SUMMARY_KEYS = ("final_val_success_rate", "final_val_mean_return", "initial_val_success_rate", "steps",
                 "tokens_generated", "env_steps", "sim_env_steps", "wall_seconds",
-                "final_val_sampled_success_rate", "final_val_invalid_action_rate", "sibling_tokens")
-RESULT_COLUMNS = ["arm", "env", "algo", "search", "seed", *SUMMARY_KEYS, "steps_to_threshold", "run_dir"]
+                "final_val_sampled_success_rate", "final_val_invalid_action_rate", "sibling_tokens",
+                "machine")
+RESULT_COLUMNS = ["arm", "env", "algo", "search", "seed", *SUMMARY_KEYS, "start", "steps_to_threshold",
+                  "run_dir"]
 _ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # it becomes a directory name
 
 
@@ -113,11 +119,15 @@ class Sweep:
     def arm_seeds(self, arm: Arm) -> tuple[int, ...]:
         return arm.seeds if arm.seeds is not None else self.seeds
 
-    def config(self, arm: Arm, seed: int, run_dir: Path | None = None, start: Path | None = None) -> TrainConfig:
-        """Base file < sweep overrides < the start's checkpoint < arm overrides < seed, tags and directory."""
+    def config(self, arm: Arm, seed: int, run_dir: Path | None = None, start: Path | None = None,
+               start_id: str | None = None) -> TrainConfig:
+        """Base file < sweep overrides < the start's checkpoint < arm overrides < seed, tags and directory.
+
+        `start_id` (`start_fingerprint`) joins the tags, so every run records which start it
+        was trained from."""
         begin = {"policy.name": str(start)} if start is not None else {}
-        overrides = {**self.overrides, **begin, **arm.overrides, "trainer.seed": seed,
-                     "trainer.tags": {"sweep": self.name, "arm": arm.name, "seed": seed}}
+        tags = {"sweep": self.name, "arm": arm.name, "seed": seed, **({"start": start_id} if start_id else {})}
+        overrides = {**self.overrides, **begin, **arm.overrides, "trainer.seed": seed, "trainer.tags": tags}
         if run_dir is not None:
             overrides["trainer.run_dir"] = str(run_dir)
         try:
@@ -246,10 +256,11 @@ def plan(sweep: Sweep, out: Path, on_start=None) -> list[PlannedRun]:
     called when that begins), since every arm's config names its checkpoint.
     """
     start = start_checkpoint(sweep, out, on_start) if sweep.start is not None else None
+    start_id = start_fingerprint(start) if start is not None else None
     runs = []
     for arm in sweep.arms:
         for seed in sweep.arm_seeds(arm):
-            cfg = sweep.config(arm, seed, run_dir(out, arm.name, seed), start)
+            cfg = sweep.config(arm, seed, run_dir(out, arm.name, seed), start, start_id)
             runs.append(PlannedRun(arm.name, seed, cfg, _state(cfg)))
     return runs
 
@@ -266,6 +277,17 @@ def start_checkpoint(sweep: Sweep, out: Path, on_start=None) -> Path:
     if checkpoint is None:
         raise SweepError(f"the start run {directory} finished without a checkpoint")
     return checkpoint
+
+
+def start_fingerprint(checkpoint: Path) -> str:
+    """Which start a run was trained from: the first 12 hex digits of its weights' sha256.
+
+    The same start config trained on another CPU kind gives other weights (float
+    rounding differs between kernels, and hundreds of steps amplify it: the Sokoban
+    start scored 0.477 on a Xeon and 0.523 on an EPYC), so a sweep cannot pair runs
+    by the start's config alone.
+    """
+    return hashlib.sha256((Path(checkpoint) / "weights.safetensors").read_bytes()).hexdigest()[:12]
 
 
 def _load_start(config: Path, directory: Path):
@@ -321,9 +343,14 @@ def _state(cfg: TrainConfig) -> str:
     state = _on_disk(directory)
     if state == "new":
         return state
-    key = _first_difference(_comparable(load_config(directory / "config.yaml")), _comparable(cfg))
+    recorded = load_config(directory / "config.yaml")
+    key = _first_difference(_comparable(recorded), _comparable(cfg))
     if key:
         raise SweepError(f"{directory} holds a run made with a different {key}; "
+                         "delete it or choose another --out")
+    had, has = recorded.trainer.tags.get("start"), cfg.trainer.tags.get("start")
+    if had and has and had != has:
+        raise SweepError(f"{directory} was trained from another start ({had}) than this sweep's ({has}); "
                          "delete it or choose another --out")
     return state
 
@@ -393,6 +420,7 @@ def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[float], None
     cells = cells or [(run.arm, run.seed) for run in runs]
     todo = [run for run in runs if run.state != "done"]
     rows = _kept_rows(out, cells, todo)
+    _check_same_start(rows, runs, out)
     finished = [CellResult(run, summary=_summary(run)) for run in runs if run.state == "done"]
     advance(len(finished))
     unfinished = executor.run(todo, train_run, advance)
@@ -417,8 +445,22 @@ def _kept_rows(out: Path, cells: list[tuple[str, int]], runs: list[PlannedRun]) 
         return {}
     rerun = {(run.arm, run.seed) for run in runs}
     rows = {(row["arm"], int(row["seed"])): row
-            for row in pd.read_csv(path, dtype={"arm": str}).to_dict("records")}
+            for row in read_results(path).to_dict("records")}
     return {cell: row for cell, row in rows.items() if cell in cells and cell not in rerun}
+
+
+def _check_same_start(rows: dict, runs: list[PlannedRun], out: Path) -> None:
+    """Rows kept from OUT/results.csv must come from the start the new runs use: arms are compared
+    seed by seed, and a row from another start (or one made before runs recorded it) is not paired."""
+    starts = {run.cfg.trainer.tags.get("start") for run in runs} - {None}
+    if not starts:
+        return
+    for (arm, seed), row in rows.items():
+        had = row.get("start")
+        if not isinstance(had, str) or had not in starts:
+            made = f"start {had}" if isinstance(had, str) else "a start it did not record"
+            raise SweepError(f"{Path(out) / 'results.csv'} holds {arm} seed {seed} from {made}, not this "
+                             f"sweep's start {min(starts)}; move that file away or choose another --out")
 
 
 def _in_order(rows: dict, cells: list[tuple[str, int]]) -> pd.DataFrame:
@@ -431,7 +473,12 @@ def result_row(run: PlannedRun, summary: dict) -> dict:
     cfg = run.cfg
     return {"arm": run.arm, "env": cfg.env.name, "algo": cfg.algo.name, "search": cfg.search.strategy,
             "seed": run.seed, **{key: summary.get(key) for key in SUMMARY_KEYS},
-            "steps_to_threshold": math.nan, "run_dir": str(run.dir)}
+            "start": cfg.trainer.tags.get("start"), "steps_to_threshold": math.nan, "run_dir": str(run.dir)}
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    """OUT/results.csv; arm names and start fingerprints stay text (`012345678901` is no number)."""
+    return pd.read_csv(path, dtype={"arm": str, "start": str})
 
 
 def write_results(results: pd.DataFrame, out: Path) -> Path:
@@ -446,7 +493,7 @@ def write_outputs(sweep: Sweep, out: Path) -> list[Path]:
     out = Path(out)
     if not (out / "results.csv").is_file():
         raise FileNotFoundError(f"no results.csv in {out}; run the sweep first (without --table-only)")
-    results = pd.read_csv(out / "results.csv")
+    results = read_results(out / "results.csv")
     curves = collect_curves(results, out)
     refs = references(results)
     results["steps_to_threshold"] = steps_to_threshold(results, curves, sweep.threshold,

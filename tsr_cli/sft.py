@@ -63,6 +63,7 @@ from tsr_cli.train.config import (
     read_yaml_mapping,
 )
 from tsr_cli.train.model import TrainableModel, build_policy
+from tsr_cli.train.run import machine
 
 #: stream of the demonstration seeds, apart from the trainer's per-step draws
 DEMO_STREAM = 5_117
@@ -470,4 +471,5 @@ class SFTRun:
             "eval_episodes": t.cfg.trainer.eval_episodes,
             "demo_seconds": round(self.demo_seconds, 3),
             "train_seconds": round(t.totals["wall_seconds"], 3),
+            "machine": machine(),
         }

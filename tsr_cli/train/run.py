@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import signal
 import threading
@@ -66,6 +67,23 @@ def stop_requested() -> bool:
 
 class MetricsError(ValueError):
     """metrics.jsonl is damaged before its last line (a crash only ever tears the last one)."""
+
+
+def machine() -> str:
+    """The processor and torch build that finished the run (`summary.json`'s `machine`).
+
+    A seed's curve repeats exactly on the same CPU kind only: other kernels round
+    differently, and a run amplifies it (README, Reliability).
+    """
+    import torch
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            name = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, torch {torch.__version__}"
 
 
 def read_metrics(run_dir: Path, on_torn=None) -> list[dict]:
@@ -202,7 +220,7 @@ class Run:
             self.trainer.run(save=self._save, should_stop=lambda: self.world.any(stop_requested()))
             if self.trainer.step < self.cfg.trainer.steps:
                 raise self._interrupted()
-            summary = self.trainer.summary()
+            summary = {**self.trainer.summary(), "machine": machine()}
             if self.world.is_main:
                 (self.dir / "summary.json").write_text(json.dumps(summary, indent=1))
                 write_curves(self.dir)
