@@ -407,6 +407,9 @@ def test_runs_record_their_start_and_a_sweep_does_not_mix_two_starts(tmp_path):
     assert set(results["start"]) == {fingerprint}
     assert results["machine"].str.contains("torch").all()  # the CPU and torch that finished each run
     assert compare.load_config(out / "runs/none-s0/config.yaml").trainer.tags["start"] == fingerprint
+    own = compare.Arm("own", {"policy.name": "tiny", "search.strategy": "none"}, None)
+    assert "start" not in compare.load_sweep(sweep_file).config(own, 0, start=checkpoint,
+                                                                 start_id=fingerprint).trainer.tags
     # the start trained again elsewhere: same config, other weights
     weights = load_file(str(checkpoint / "weights.safetensors"))
     save_file({name: tensor + 1e-3 for name, tensor in weights.items()}, str(checkpoint / "weights.safetensors"))

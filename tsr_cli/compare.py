@@ -124,9 +124,10 @@ class Sweep:
         """Base file < sweep overrides < the start's checkpoint < arm overrides < seed, tags and directory.
 
         `start_id` (`start_fingerprint`) joins the tags, so every run records which start it
-        was trained from."""
+        was trained from; an arm that names its own `policy.name` does not start from it."""
         begin = {"policy.name": str(start)} if start is not None else {}
-        tags = {"sweep": self.name, "arm": arm.name, "seed": seed, **({"start": start_id} if start_id else {})}
+        from_start = start_id and "policy.name" not in arm.overrides
+        tags = {"sweep": self.name, "arm": arm.name, "seed": seed, **({"start": start_id} if from_start else {})}
         overrides = {**self.overrides, **begin, **arm.overrides, "trainer.seed": seed, "trainer.tags": tags}
         if run_dir is not None:
             overrides["trainer.run_dir"] = str(run_dir)
@@ -451,16 +452,18 @@ def _kept_rows(out: Path, cells: list[tuple[str, int]], runs: list[PlannedRun]) 
 
 def _check_same_start(rows: dict, runs: list[PlannedRun], out: Path) -> None:
     """Rows kept from OUT/results.csv must come from the start the new runs use: arms are compared
-    seed by seed, and a row from another start (or one made before runs recorded it) is not paired."""
-    starts = {run.cfg.trainer.tags.get("start") for run in runs} - {None}
-    if not starts:
+    seed by seed, and a row from another start (or one made before runs recorded it) is not paired.
+    Arms among `runs` that name their own `policy.name` record no start and are not checked."""
+    start = next((run.cfg.trainer.tags["start"] for run in runs if "start" in run.cfg.trainer.tags), None)
+    if start is None:
         return
+    own_policy = {run.arm for run in runs if "start" not in run.cfg.trainer.tags}
     for (arm, seed), row in rows.items():
         had = row.get("start")
-        if not isinstance(had, str) or had not in starts:
+        if had != start and arm not in own_policy:
             made = f"start {had}" if isinstance(had, str) else "a start it did not record"
             raise SweepError(f"{Path(out) / 'results.csv'} holds {arm} seed {seed} from {made}, not this "
-                             f"sweep's start {min(starts)}; move that file away or choose another --out")
+                             f"sweep's start {start}; move that file away or choose another --out")
 
 
 def _in_order(rows: dict, cells: list[tuple[str, int]]) -> pd.DataFrame:
