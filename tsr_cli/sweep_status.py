@@ -25,7 +25,8 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
-from tsr_cli.compare import Sweep, run_dir
+from tsr_cli.compare import run_dir
+from tsr_cli.sweep_file import Sweep
 from tsr_cli.train.run import read_metrics
 
 COLUMNS = ["arm", "seed", "state", "step", "steps", "success", "seconds", "seconds_left"]
