@@ -75,3 +75,16 @@ def test_an_sft_start_is_a_row_of_its_own(tmp_path):
                                                     "train_seconds": 20.0, "demo_seconds": 1.0}))
     row = sweep_status.cell_status(spec, tmp_path).iloc[0]
     assert (row["state"], row["success"], row["seconds"], row["seconds_left"]) == ("done", 0.5, 21.0, 0.0)
+
+
+def test_the_cost_of_a_whole_sweep_from_its_committed_files(tmp_path):
+    import dataclasses
+
+    spec = dataclasses.replace(compare.load_sweep(SWEEP), start=ROOT / "experiments/sft/sokoban_tiny.yaml")
+    (tmp_path / "results.csv").write_text("arm,seed,wall_seconds\nnone,0,7200\nnone,9,50\n")
+    cost = sweep_status.committed_cost(spec, tmp_path)  # no run dirs: only the committed files count
+    assert cost == {"cells": 2, "done": 1, "seconds": 7200.0, "seconds_left": 0.0,
+                    "unmeasured": ["(start)", "beam"]}  # seed 9 is not the sweep's; the start is not made
+    (tmp_path / "start").mkdir()
+    (tmp_path / "start/summary.json").write_text("{}")  # a committed start is reused: no cost, no estimate
+    assert sweep_status.committed_cost(spec, tmp_path)["unmeasured"] == ["beam"]

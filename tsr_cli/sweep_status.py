@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
-from tsr_cli.compare import run_dir
+from tsr_cli.compare import read_results, run_dir
 from tsr_cli.sweep_file import Sweep
 from tsr_cli.train.run import read_metrics
 
@@ -97,6 +97,32 @@ def totals(frame: pd.DataFrame) -> dict:
     return {"cells": len(cells), "done": int((cells["state"] == "done").sum()),
             "seconds": float(frame["seconds"].sum()),
             "seconds_left": float(frame["seconds_left"].sum(min_count=len(frame)))}
+
+
+def committed_cost(sweep: Sweep, out: Path) -> dict:
+    """What running the whole sweep costs, from its committed files alone (no run dirs needed).
+
+    Measured: each finished cell's `wall_seconds` in OUT/results.csv. Estimated: each cell not in
+    results.csv at its arm's mean measured seconds a cell. An arm with no finished cell has no
+    estimate: it is named in `unmeasured`, and `seconds_left` is then a lower bound. A finished
+    start (OUT/start/summary.json, committed) is reused and costs nothing; one not trained yet is
+    named `(start)` in `unmeasured`.
+    """
+    path = Path(out) / "results.csv"
+    rows = read_results(path) if path.is_file() else pd.DataFrame(columns=["arm", "seed", "wall_seconds"])
+    cells, done, seconds, left, unmeasured = 0, 0, 0.0, 0.0, []
+    if sweep.start is not None and not (Path(out) / "start" / "summary.json").is_file():
+        unmeasured.append("(start)")
+    for arm in sweep.arms:
+        seeds = sweep.arm_seeds(arm)
+        ran = rows[(rows["arm"] == arm.name) & rows["seed"].isin(seeds)]["wall_seconds"].astype(float)
+        cells, done, seconds = cells + len(seeds), done + len(ran), seconds + float(ran.sum())
+        if len(ran) < len(seeds):
+            if len(ran):
+                left += (len(seeds) - len(ran)) * float(ran.mean())
+            else:
+                unmeasured.append(arm.name)
+    return {"cells": cells, "done": done, "seconds": seconds, "seconds_left": left, "unmeasured": unmeasured}
 
 
 def table(frame: pd.DataFrame, title: str) -> Table:
