@@ -166,6 +166,44 @@ def test_rerunning_a_cell_in_place_keeps_the_other_rows(toy_out, tmp_path):
     pd.testing.assert_series_equal(after["final_val_success_rate"], before["final_val_success_rate"])
 
 
+def test_two_compares_on_one_out_keep_each_others_rows(toy_out, tmp_path, monkeypatch):
+    """`--arm none` and `--arm beam` in two processes on one OUT: the beam one finishes while the
+    none one trains, and none's rewrite of results.csv keeps beam's row (it re-reads the file
+    under OUT/runs/.lock-results instead of writing the rows it read at its start)."""
+    out = tmp_path / "copy"
+    shutil.copytree(toy_out[0], out)
+    for name in ("runs/none-s0", "runs/beam-s0", "results.csv"):
+        shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+    real = compare.train_run
+
+    def beam_finishes_meanwhile(run, advance):
+        if run.arm == "none":
+            assert main(["compare", str(TOY), "--arm", "beam", "--out", str(out)]) == 0
+            assert list(pd.read_csv(out / "results.csv")["arm"]) == ["beam"]
+        return real(run, advance)
+
+    monkeypatch.setattr(compare, "train_run", beam_finishes_meanwhile)
+    assert main(["compare", str(TOY), "--arm", "none", "--out", str(out)]) == 0
+    after = pd.read_csv(out / "results.csv")
+    assert list(after["arm"]) == ["none", "beam"]
+    timing = ["run_dir", "wall_seconds"]  # the rest are the cells' numbers, as one process made them
+    pd.testing.assert_frame_equal(after.drop(columns=timing), pd.read_csv(toy_out[0] / "results.csv").drop(columns=timing))
+
+
+def test_a_cell_another_compare_is_training_is_left_to_it(toy_out, tmp_path, capsys):
+    import fcntl
+
+    out = tmp_path / "copy"
+    shutil.copytree(toy_out[0], out)
+    shutil.rmtree(out / "runs/none-s0")
+    with open(out / "runs/.lock-none-s0", "a") as held:  # as the other process holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main(["compare", str(TOY), "--arm", "none", "--out", str(out)]) == 1
+    assert "runs/none-s0 is being trained by another tsr compare" in capsys.readouterr().err
+    assert not (out / "runs/none-s0").exists()
+    assert main(["compare", str(TOY), "--arm", "none", "--out", str(out)]) == 0  # the lock went with it
+
+
 @pytest.mark.parametrize("flags, message", [(["--arm", "greedy"], "no arm 'greedy'"),
                                             (["--seed", "7"], "no seed 7")])
 def test_selecting_an_unknown_cell_is_one_line_exit_2(flags, message, tmp_path, capsys):
@@ -424,7 +462,7 @@ def test_runs_record_their_start_and_a_sweep_does_not_mix_two_starts(tmp_path):
     with pytest.raises(compare.SweepError, match=f"holds none seed 0 from start {fingerprint}, not this sweep's "
                                                  f"start {other}"):
         compare.run_sweep(compare.select(runs, seeds=[1]), out, cells=[(r.arm, r.seed) for r in runs])
-    assert not (out / "runs").exists()  # refused before anything trained
+    assert not list((out / "runs").glob("[!.]*"))  # refused before anything trained (only the lock file)
 
 
 def test_an_sft_start_stopped_part_way_resumes_from_its_checkpoint(tmp_path, monkeypatch):

@@ -16,7 +16,8 @@ success (mean ± std over seeds), speed (steps to reach a fraction of the best
 arm's success) and compute (generated tokens, real and simulated env steps,
 wall time). The cells train one after another in this process or, with
 `--executor ray`, side by side as Ray tasks (tsr_cli.executors); the outputs
-are the same.
+are the same. Other `tsr compare` processes may share OUT, each with its own
+cells (`_locked`).
 
     OUT/start/                    the start's run directory (committed: a start trained
                                   again on another CPU kind is another start)
@@ -31,6 +32,8 @@ are the same.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import itertools
 import json
@@ -227,18 +230,46 @@ def train_run(run: PlannedRun, advance: Callable[[int], None]) -> dict:
     cell retried after its worker died finds the checkpoints of its first
     attempt and resumes from the last one.
     """
-    state = _on_disk(run.dir)
-    if state == "done":
-        advance(run.cfg.trainer.steps)
-        return _summary(run)
+    with _locked(run.dir.parent / f".lock-{run.dir.name}", wait=False):
+        state = _on_disk(run.dir)
+        if state == "done":
+            advance(run.cfg.trainer.steps)
+            return _summary(run)
 
-    def on_step(record: dict) -> None:
-        if record["step"] > 0:  # step 0 is the initial evaluation, not a training step
-            advance(1)
+        def on_step(record: dict) -> None:
+            if record["step"] > 0:  # step 0 is the initial evaluation, not a training step
+                advance(1)
 
-    job = Run.resume(run.dir, on_step) if state == "resume" else Run.create(run.cfg, on_step)
-    advance(job.trainer.step)
-    return job.train()
+        job = Run.resume(run.dir, on_step) if state == "resume" else Run.create(run.cfg, on_step)
+        advance(job.trainer.step)
+        return job.train()
+
+
+@contextlib.contextmanager
+def _locked(path: Path, wait: bool = True):
+    """Hold an exclusive advisory lock (`fcntl.flock`) on `path` for the block.
+
+    Several `tsr compare` processes may share one OUT, each running other cells
+    (`--arm`, `--seed`): a cell's lock (OUT/runs/.lock-<arm>-s<seed>, `wait=False`)
+    keeps two of them from training the same run dir, and OUT/runs/.lock-results
+    makes each rewrite of results.csv and the tables read what the others wrote.
+    The lock goes with the process, so a killed one leaves nothing to clean up.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise SweepError(f"{path.parent / path.name.removeprefix('.lock-')} is being trained by another "
+                             "tsr compare; let it finish, or run other cells") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _results_lock(out: Path):
+    return _locked(Path(out) / "runs" / ".lock-results")
 
 
 def _summary(run: PlannedRun) -> dict:
@@ -263,12 +294,14 @@ def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[float], None
     executor = executor or LocalExecutor()
     cells = cells or [(run.arm, run.seed) for run in runs]
     todo = [run for run in runs if run.state != "done"]
-    rows = _kept_rows(out, cells, todo)
+    rerun = {(run.arm, run.seed) for run in todo}
+    with _results_lock(out):
+        rows = _kept_rows(out, cells, rerun)
     _check_same_start(rows, runs, out)
     finished = [CellResult(run, summary=_summary(run)) for run in runs if run.state == "done"]
     advance(len(finished))
     unfinished = executor.run(todo, train_run, advance)
-    results = []
+    results, mine = [], {}
     for result in itertools.chain(finished, unfinished):
         if result.ok:
             cell = (result.run.arm, result.run.seed)
@@ -276,18 +309,19 @@ def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[float], None
             if result.run.state == "done":  # what the table stage derived stays
                 row.update({key: value for key, value in rows.get(cell, {}).items()
                             if key not in row or key == "steps_to_threshold"})
-            rows[cell] = row
-            write_results(_in_order(rows, cells), out)
+            mine[cell] = row
+            with _results_lock(out):  # rows another tsr compare wrote meanwhile stay
+                write_results(_in_order({**_kept_rows(out, cells, rerun), **mine}, cells), out)
         on_result(result)
         results.append(result)
     return results
 
 
-def _kept_rows(out: Path, cells: list[tuple[str, int]], runs: list[PlannedRun]) -> dict:
+def _kept_rows(out: Path, cells: list[tuple[str, int]], rerun: set[tuple[str, int]]) -> dict:
+    """OUT/results.csv's rows of the sweep's cells, less those of the cells this sweep re-runs."""
     path = Path(out) / "results.csv"
     if not path.is_file():
         return {}
-    rerun = {(run.arm, run.seed) for run in runs}
     rows = {(row["arm"], int(row["seed"])): row
             for row in read_results(path).to_dict("records")}
     return {cell: row for cell, row in rows.items() if cell in cells and cell not in rerun}
@@ -339,6 +373,11 @@ def write_outputs(sweep: Sweep, out: Path) -> list[Path]:
     out = Path(out)
     if not (out / "results.csv").is_file():
         raise FileNotFoundError(f"no results.csv in {out}; run the sweep first (without --table-only)")
+    with _results_lock(out):  # another tsr compare on this OUT may be writing its rows
+        return _write_outputs(sweep, out)
+
+
+def _write_outputs(sweep: Sweep, out: Path) -> list[Path]:
     results = read_results(out / "results.csv")
     curves = collect_curves(results, out)
     refs = references(results)
