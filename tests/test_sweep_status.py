@@ -88,3 +88,14 @@ def test_the_cost_of_a_whole_sweep_from_its_committed_files(tmp_path):
     (tmp_path / "start").mkdir()
     (tmp_path / "start/summary.json").write_text("{}")  # a committed start is reused: no cost, no estimate
     assert sweep_status.committed_cost(spec, tmp_path)["unmeasured"] == ["beam"]
+
+
+def test_a_cell_another_process_is_training_shows_as_running(tmp_path):
+    import fcntl
+
+    fake_run(tmp_path, "none", [{"step": 1, "wall_seconds": 5.0}], done=False)
+    assert sweep_status.cell_status(compare.load_sweep(SWEEP), tmp_path).iloc[0]["state"] == "resume"
+    with open(compare.cell_lock(compare.run_dir(tmp_path, "none", 0)), "a") as held:  # as train_run holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert sweep_status.cell_status(compare.load_sweep(SWEEP), tmp_path).iloc[0]["state"] == "running"
+    assert sweep_status.cell_status(compare.load_sweep(SWEEP), tmp_path).iloc[0]["state"] == "resume"

@@ -230,7 +230,7 @@ def train_run(run: PlannedRun, advance: Callable[[int], None]) -> dict:
     cell retried after its worker died finds the checkpoints of its first
     attempt and resumes from the last one.
     """
-    with _locked(run.dir.parent / f".lock-{run.dir.name}", wait=False):
+    with _locked(cell_lock(run.dir), wait=False):
         state = _on_disk(run.dir)
         if state == "done":
             advance(run.cfg.trainer.steps)
@@ -266,6 +266,25 @@ def _locked(path: Path, wait: bool = True):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cell_lock(directory: Path) -> Path:
+    """The lock file a `tsr compare` holds while it trains the run dir `directory`."""
+    return directory.parent / f".lock-{directory.name}"
+
+
+def is_training(directory: Path) -> bool:
+    """Whether some process holds the cell lock of `directory` now (it is training that cell)."""
+    path = cell_lock(directory)
+    if not path.is_file():
+        return False
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def _results_lock(out: Path):

@@ -2,7 +2,8 @@
 
 A sweep on this machine runs for days and across sessions, so before starting
 or resuming one a user wants to know what is done and what is left. Per cell
-(arm x seed): its state (`done`, `resume`, `new`), the steps it has logged of
+(arm x seed): its state (`done`; `running`, being trained by a `tsr compare` now;
+`resume`, started and stopped; `new`), the steps it has logged of
 its total, its last held-out success, and the seconds it has taken so far:
 the last `wall_seconds` of its `metrics.jsonl`, which sums every step's
 timings (training and the periodic held-out evaluations) across resumes; the
@@ -25,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
-from tsr_cli.compare import read_results, run_dir
+from tsr_cli.compare import is_training, read_results, run_dir
 from tsr_cli.sweep_file import Sweep
 from tsr_cli.train.run import read_metrics
 
@@ -53,7 +54,8 @@ def _run_progress(directory: Path) -> dict:
     trained = [r for r in records if r["step"] > 0]
     evaluated = [r for r in records if "val_success_rate" in r]
     seconds = trained[-1].get("wall_seconds", 0.0) if trained else 0.0  # periodic evaluations included
-    return {"state": "done" if (directory / "summary.json").is_file() else "resume",
+    done = (directory / "summary.json").is_file()
+    return {"state": "done" if done else "running" if is_training(directory) else "resume",
             "step": trained[-1]["step"] if trained else 0,
             "success": evaluated[-1]["val_success_rate"] if evaluated else math.nan,
             "seconds": float(seconds)}
