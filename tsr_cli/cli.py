@@ -3,16 +3,13 @@
 `main(argv) -> int` runs the app without click's standalone handling, so that
 every user mistake becomes one line on stderr and exit code 2, never a
 traceback. A full disk is one line and exit code 1; Ctrl-C during training
-is one line and exit code 130 (see `_stop_on_ctrl_c`).
+is one line and exit code 130 (see `tsr_cli/interrupts.py`).
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -23,6 +20,7 @@ from rich.table import Table
 
 from tsr_cli.errors import Interrupted, RunFault, UserError
 from tsr_cli.evaluate import EVAL_SEED_OFFSET
+from tsr_cli.interrupts import cancel_on_ctrl_c, stop_on_ctrl_c
 
 app = typer.Typer(
     name="tsr",
@@ -160,7 +158,7 @@ def train_cmd(
             run = Run.resume(resume)
         else:
             run = Run.create(_train_config(config, flags, set_), overwrite=overwrite)
-    with _stop_on_ctrl_c():
+    with stop_on_ctrl_c():
         _train_with_progress(run)
 
 
@@ -207,7 +205,7 @@ def sft_cmd(
             run = SFTRun.create(cfg, overwrite=overwrite)
     err.print(f"run directory: {run.dir}")
     label = f"sft {run.cfg.train.env.name} · {run.cfg.train.policy.name}"
-    with _stop_on_ctrl_c(), progress_bar(err, label, run.total_steps) as advance:
+    with stop_on_ctrl_c(), progress_bar(err, label, run.total_steps) as advance:
         advance(run.trainer.step)
         summary = run.train(on_step=lambda record: advance(1), should_stop=stop_requested)
     _print_metrics(f"{label} · {run.dir}", summary)
@@ -291,7 +289,7 @@ def compare_cmd(
         if status:
             _print_status(spec, target)
             return
-        with _stop_on_ctrl_c():  # a `start:` trains here first; Ctrl-C saves it for resume
+        with stop_on_ctrl_c():  # a `start:` trains here first; Ctrl-C saves it for resume
             planned = [] if table_only else compare.plan(spec, target)
         runs = [] if table_only else compare.select(planned, arms, seeds)
         for run in runs:  # every cell's env args, before the first cell trains
@@ -299,7 +297,7 @@ def compare_cmd(
         engine = make_executor(executor, address, spec.resources)
     if runs:
         try:
-            with _stop_on_ctrl_c() if engine.name == "local" else _cancel_on_ctrl_c():
+            with stop_on_ctrl_c() if engine.name == "local" else cancel_on_ctrl_c():
                 failed = _run_cells(spec, runs, planned, target, engine)
         except (Interrupted, RunFault) as exc:  # re-running the sweep resumes it, cell by cell
             exc.resume = " ".join(["tsr compare", str(sweep), *(["--out", str(out_dir)] if out_dir else []),
@@ -314,44 +312,6 @@ def compare_cmd(
     out.print((target / "table.md").read_text(), markup=False, highlight=False, soft_wrap=True)
     for path in written:
         out.print(str(path), highlight=False)
-
-
-@contextmanager
-def _stop_on_ctrl_c():
-    """The first Ctrl-C lets the current step finish and saves a checkpoint; the second stops at once.
-
-    The run then raises Interrupted, which `main` prints as one line with the
-    command that resumes it, and exit code 130.
-    """
-    from tsr_cli.train.run import clear_stop, request_stop
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def first(signum, frame):
-        request_stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        err.print("tsr: Ctrl-C: finishing this step and saving a checkpoint; Ctrl-C again stops at once",
-                  highlight=False)
-
-    previous = signal.signal(signal.SIGINT, first)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        clear_stop()
-
-
-@contextmanager
-def _cancel_on_ctrl_c():
-    """Cells in Ray tasks do not see this process's Ctrl-C, so waiting for their current step
-    could take as long as the cells: the first Ctrl-C cancels them (the executor's cleanup),
-    and each resumes later from its last checkpoint."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise Interrupted("Ctrl-C: the running cells were cancelled; each keeps its last checkpoint") from None
 
 
 def _print_status(spec, target: Path) -> None:

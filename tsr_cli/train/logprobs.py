@@ -10,6 +10,8 @@ log-probs are computed and recomputed in backward. Peak memory is then one
 chunk's logits, whatever the sequence length (verl's fused/chunked
 log-softmax and TRL's `selective_log_softmax` do the same for the same
 reason).
+
+`logprob_gap` measures how far the sampler's log-probs are from these.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from tsr_cli.algos import entropy_from_logits, token_logprobs
+from tsr_cli.train import distributed
+from tsr_cli.train.batch import TokenBatch
 
 
 def head_logprobs(
@@ -71,3 +75,16 @@ def _chunk(h, t, head, temperature, entropy, entropy_grad):
         return logp, entropy_from_logits(logits)
     with torch.no_grad():
         return logp, entropy_from_logits(logits)
+
+
+def logprob_gap(batch: TokenBatch, world: distributed.World = distributed.World()) -> dict:
+    """|sampler log-prob - trainer old log-prob| over model tokens (of every rank): max and mean.
+
+    verl logs this as its rollout/training probability gap: the sampler and the
+    trainer must describe the same policy, or PPO's first ratio is not 1.
+    """
+    gap = (batch.tokens["sampler_logprobs"] - batch.tokens["old_logprobs"]).abs() * batch.mask
+    top = world.all_max(gap.max() if gap.numel() else gap.new_zeros(()))
+    summed, count = world.all_sum(torch.stack([torch.where(batch.mask != 0, gap * batch.mask, 0.0).sum(),
+                                               batch.mask.sum()]))
+    return {"logprob_diff_max": float(top), "logprob_diff_mean": float(summed / count.clamp_min(1e-8))}

@@ -52,6 +52,7 @@ from tsr_cli.train.batch import (
     weight_rows_equally,
 )
 from tsr_cli.train.config import TrainConfig
+from tsr_cli.train.logprobs import logprob_gap
 from tsr_cli.train.model import ModelOptions, TrainableModel, build_policy, build_sampler
 
 #: weight of the value loss next to the policy loss (PPO)
@@ -446,19 +447,6 @@ def _with_seed(search: SearchConfig, seed: int, strategy: str | None = None) -> 
     from dataclasses import replace
 
     return replace(search, seed=seed, strategy=strategy or search.strategy)
-
-
-def logprob_gap(batch: TokenBatch, world: distributed.World = distributed.World()) -> dict:
-    """|sampler log-prob - trainer old log-prob| over model tokens (of every rank): max and mean.
-
-    verl logs this as its rollout/training probability gap: the sampler and the
-    trainer must describe the same policy, or PPO's first ratio is not 1.
-    """
-    gap = (batch.tokens["sampler_logprobs"] - batch.tokens["old_logprobs"]).abs() * batch.mask
-    top = world.all_max(gap.max() if gap.numel() else gap.new_zeros(()))
-    summed, count = world.all_sum(torch.stack([torch.where(batch.mask != 0, gap * batch.mask, 0.0).sum(),
-                                               batch.mask.sum()]))
-    return {"logprob_diff_max": float(top), "logprob_diff_mean": float(summed / count.clamp_min(1e-8))}
 
 
 def _check_device(device: str) -> None:
