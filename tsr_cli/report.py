@@ -5,8 +5,9 @@ README.md between the two markers below with, for each sweep of
 experiments/sweeps/ that has a `results/<sweep>/table.md`, that table as
 `tsr compare` wrote it and the commands that regenerate it. It opens with what
 `make reproduce` costs, sweep by sweep (`sweep_status.committed_cost`: the hours
-measured for the committed cells and an estimate for the rest). The prose around the block is written by hand; the
-numbers inside it never are, and a test checks that the block matches the files.
+measured for the committed cells and an estimate for the rest). The prose
+around the block is written by hand; the numbers inside it never are, and a
+test checks that the block matches the files.
 """
 
 from __future__ import annotations
