@@ -4,7 +4,8 @@ greedy held-out success >= 0.8x the expert's (issue 11).
 Reads a grid (experiments/sft/capacity.yaml), runs each cell's `tsr sft` command
 one after another into runs/sft-capacity/ (a cell whose summary.json exists is
 skipped, and one stopped part-way resumes from its last checkpoint), then writes results/sft/capacity.csv
-and results/sft/capacity.png from the summaries.
+and results/sft/capacity.png from the summaries. Rows already in the committed CSV whose run
+dirs are gone (another machine, a cleaned runs/) are kept; their cells are not run again.
 
     python experiments/sft/capacity.py [GRID.yaml] [--only ENV] [--size LxH] [--demos N] [--table-only]
 
@@ -63,9 +64,17 @@ def run_cell(env, size, demos, epochs, command) -> None:
     subprocess.run(argv, check=True, cwd=ROOT)
 
 
-def table(grid: dict):
+def table(grid: dict, committed: Path | None = None):
+    """One row per finished cell of the grid. A cell's run dir, where it exists, gives its row;
+    otherwise the row already in `committed` (the CSV in results/) stands, so a study continued on
+    another machine, or after runs/ was cleaned, keeps the cells it finished before."""
     import pandas as pd
 
+    key = ["env", "size", "demos", "epochs"]
+    known = {}
+    if committed is not None and committed.is_file():
+        old = pd.read_csv(committed)
+        known = {tuple(row[k] for k in key): list(row[COLUMNS]) for _, row in old.iterrows()}
     rows = []
     for env, size, demos, epochs, command in cells(grid):
         path = ROOT / run_dir(env, size, demos, epochs) / "summary.json"
@@ -73,6 +82,8 @@ def table(grid: dict):
             s = json.loads(path.read_text())
             rows.append([env, size, demos, epochs, s["final_val_success_rate"], s["expert_val_success_rate"],
                          command])
+        elif (env, size, demos, epochs) in known:
+            rows.append(known[(env, size, demos, epochs)])
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -107,12 +118,16 @@ def main() -> None:
     parser.add_argument("--table-only", action="store_true", help="write the CSV and plot; run nothing")
     args = parser.parse_args()
     grid = yaml.safe_load(Path(args.grid).read_text())
+    committed = ROOT / OUT / "capacity.csv"
     if not args.table_only:
+        done = set(map(tuple, table(grid, committed)[["env", "size", "demos", "epochs"]].values.tolist()))
         # cheapest cells first: the small-data results come early
         for env, size, demos, epochs, command in sorted(cells(grid), key=lambda cell: cell[2]):
+            if (env, size, demos, epochs) in done and not (ROOT / run_dir(env, size, demos, epochs)).is_dir():
+                continue  # committed from a run dir this machine does not have
             if args.only in (None, env) and args.size in (None, size) and args.demos in (None, demos):
                 run_cell(env, size, demos, epochs, command)
-    frame = table(grid)
+    frame = table(grid, committed)
     (ROOT / OUT).mkdir(parents=True, exist_ok=True)
     frame.to_csv(ROOT / OUT / "capacity.csv", index=False)
     plot(frame, ROOT / OUT / "capacity.png")
