@@ -104,6 +104,9 @@ def plot(frame, path: Path) -> None:
         ax.axhline(BAR * expert, color="black", lw=1, ls="--", label=f"{BAR:g} x expert")
         ax.set(xscale="log", xlabel="demonstrations (training seeds)", ylabel="greedy held-out success",
                title=env, ylim=(0, 1.02))
+        demos = sorted(set(part["demos"]))
+        ax.set_xticks(demos, [f"{d:,}" for d in demos])  # the grid's values, not log-scale minor ticks
+        ax.minorticks_off()
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
