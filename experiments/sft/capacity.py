@@ -64,17 +64,22 @@ def run_cell(env, size, demos, epochs, command) -> None:
     subprocess.run(argv, check=True, cwd=ROOT)
 
 
+def committed_rows(path: Path | None) -> dict:
+    """(env, size, demos, epochs) -> row, for each row of a committed capacity CSV ({} if none)."""
+    import pandas as pd
+
+    if path is None or not path.is_file():
+        return {}
+    return {tuple(row[COLUMNS[:4]]): list(row[COLUMNS]) for _, row in pd.read_csv(path).iterrows()}
+
+
 def table(grid: dict, committed: Path | None = None):
     """One row per finished cell of the grid. A cell's run dir, where it exists, gives its row;
     otherwise the row already in `committed` (the CSV in results/) stands, so a study continued on
     another machine, or after runs/ was cleaned, keeps the cells it finished before."""
     import pandas as pd
 
-    key = ["env", "size", "demos", "epochs"]
-    known = {}
-    if committed is not None and committed.is_file():
-        old = pd.read_csv(committed)
-        known = {tuple(row[k] for k in key): list(row[COLUMNS]) for _, row in old.iterrows()}
+    known = committed_rows(committed)
     rows = []
     for env, size, demos, epochs, command in cells(grid):
         path = ROOT / run_dir(env, size, demos, epochs) / "summary.json"
@@ -123,7 +128,7 @@ def main() -> None:
     grid = yaml.safe_load(Path(args.grid).read_text())
     committed = ROOT / OUT / "capacity.csv"
     if not args.table_only:
-        done = set(map(tuple, table(grid, committed)[["env", "size", "demos", "epochs"]].values.tolist()))
+        done = committed_rows(committed)
         # cheapest cells first: the small-data results come early
         for env, size, demos, epochs, command in sorted(cells(grid), key=lambda cell: cell[2]):
             if (env, size, demos, epochs) in done and not (ROOT / run_dir(env, size, demos, epochs)).is_dir():
@@ -132,7 +137,7 @@ def main() -> None:
                 run_cell(env, size, demos, epochs, command)
     frame = table(grid, committed)
     (ROOT / OUT).mkdir(parents=True, exist_ok=True)
-    frame.to_csv(ROOT / OUT / "capacity.csv", index=False)
+    frame.to_csv(committed, index=False)
     plot(frame, ROOT / OUT / "capacity.png")
     print(frame.drop(columns="command").to_string(index=False))
 
