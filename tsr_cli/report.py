@@ -72,8 +72,9 @@ def cost_section(sweeps_dir: Path, results_dir: Path) -> str:
     lines = ["#### What `make reproduce` costs, by sweep\n",
              "Hours of one cell as measured here (`wall_seconds` in each sweep's `results.csv`), with two to "
              "five sweep jobs sharing the two cores, so a cell run alone takes less. A cell not run yet is "
-             "estimated at its arm's mean; an arm with no cell run, or a start not made yet, has no estimate, so the hours left are then a "
-             "lower bound (≥). The committed starts are reused, not trained again. `make reproduce` runs "
+             "estimated at its arm's mean; an arm with no cell run, or a start not made yet, has no "
+             "estimate, so the hours left are then a lower bound (≥). The committed starts are reused, "
+             "not trained again. `make reproduce` runs "
              "the cells one after another, `EXECUTOR=ray` two at a time.\n",
              "| sweep | cells run | hours measured | hours left (est.) | not measured yet |",
              "|---|---|---|---|---|"]
