@@ -49,6 +49,11 @@ def engine(hf):
     engine.close()
 
 
+def tokens(out):
+    """The completions' token ids, per prompt."""
+    return [[c.token_ids for c in group] for group in out]
+
+
 def prompts(codec, tasks=TASKS):
     """Every other prompt opens the answer block, as the answer-only protocol does."""
     return [codec.encode(codec.render([{"role": "user", "content": t}], True) + "<answer>" * (i % 2 == 0))
@@ -104,7 +109,6 @@ def test_seeded_requests_reproduce(hf, engine):
     first = engine.generate(ids, 3, params)
     again = engine.generate(ids, 3, params)
     other = engine.generate(ids, 3, SamplingParams(temperature=1.0, max_new_tokens=12, seed=8))
-    tokens = lambda out: [[c.token_ids for c in g] for g in out]  # noqa: E731
     assert tokens(first) == tokens(again)
     assert tokens(first) != tokens(other)
     # the n samples of one prompt differ (vLLM seeds them seed, seed+1, ...)
@@ -126,8 +130,7 @@ def test_seeded_requests_past_one_step_token_budget(engine):
     assert [len(group) for group in out] == [2] * len(ids)
     assert all(len(c.token_ids) == 4 for group in out for c in group)
     engine.llm.reset_prefix_cache()
-    assert [[c.token_ids for c in g] for g in engine.generate(ids, 2, params)] == \
-        [[c.token_ids for c in g] for g in out]
+    assert tokens(engine.generate(ids, 2, params)) == tokens(out)
 
 
 def test_prefix_cache_serves_a_continued_conversation(hf, engine):
