@@ -118,6 +118,27 @@ def test_table_only_without_run_dirs_uses_saved_curves(toy_out, tmp_path):
     assert (out / "table.md").read_text() == expected
 
 
+def test_keep_recorded_continues_a_committed_grid_without_its_run_dirs(toy_out, tmp_path, monkeypatch):
+    """results/ commits results.csv but no run dirs: a fresh clone re-trains every cell (a
+    reproduction), and with --keep-recorded trains only the cells results.csv lacks."""
+    out = tmp_path / "committed"
+    shutil.copytree(toy_out[0], out, ignore=shutil.ignore_patterns("runs"))
+    before = pd.read_csv(out / "results.csv")
+    before[before["arm"] == "none"].to_csv(out / "results.csv", index=False)  # beam not recorded yet
+    spec = compare.load_sweep(TOY)
+    assert [run.state for run in compare.plan(spec, out)] == ["new", "new"]
+    assert [run.state for run in compare.plan(spec, out, keep_recorded=True)] == ["recorded", "new"]
+    trained = []
+    real = compare.train_run
+    monkeypatch.setattr(compare, "train_run", lambda run, advance: trained.append(run.arm) or real(run, advance))
+    assert main(["compare", str(TOY), "--out", str(out), "--keep-recorded"]) == 0
+    assert trained == ["beam"] and not (out / "runs/none-s0").exists()
+    after = pd.read_csv(out / "results.csv")
+    columns = ["arm", "seed", "final_val_success_rate", "tokens_generated", "start"]
+    pd.testing.assert_frame_equal(after[columns], before[columns])  # none kept, beam made again alike
+    assert (out / "table.md").read_text().count("\n| none") == 1  # none's curve from the saved curves.csv
+
+
 def test_one_cell_reruns_to_the_same_numbers(toy_out, tmp_path):
     """`--arm A --seed S` into a new directory reproduces that cell of the sweep exactly.
 

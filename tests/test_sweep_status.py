@@ -54,6 +54,16 @@ def test_status_from_the_cli_trains_nothing(tmp_path, capsys):
     assert not (tmp_path / "runs/beam-s0").exists() and not (tmp_path / "results.csv").exists()
 
 
+def test_a_cell_recorded_without_its_run_dir_counts_as_done(tmp_path):
+    """A committed results.csv row, its run dir left on the machine that trained it."""
+    (tmp_path / "results.csv").write_text("arm,seed,steps,final_val_success_rate,wall_seconds\nnone,0,2,0.5,40\n")
+    frame = sweep_status.cell_status(compare.load_sweep(SWEEP), tmp_path)
+    assert list(frame["state"]) == ["recorded", "new"]
+    none = frame.iloc[0]
+    assert (none["step"], none["success"], none["seconds"], none["seconds_left"]) == (2, 0.5, 40.0, 0)
+    assert sweep_status.totals(frame)["done"] == 1
+
+
 def test_an_sft_start_is_a_row_of_its_own(tmp_path):
     import dataclasses
 

@@ -264,6 +264,9 @@ def compare_cmd(
     arms: List[str] = typer.Option([], "--arm", help="run only this arm (repeatable); with --seed, "
                                    "one cell: its final success re-runs exactly"),
     seeds: List[int] = typer.Option([], "--seed", help="run only this seed (repeatable)"),
+    keep_recorded: bool = typer.Option(False, "--keep-recorded", help="keep the cells OUT/results.csv "
+                                       "already has a row of when their run dirs are gone (a grid "
+                                       "committed from another machine); without it they train again"),
     executor: str = typer.Option("local", help="local: runs one after another here; ray: every "
                                  "unfinished run a Ray task (pip install 'tsr\\[ray]')"),
     address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: RAY_ADDRESS, "
@@ -278,6 +281,8 @@ def compare_cmd(
     runs. To check one cell of a committed result, re-run it into a new
     directory, e.g. `tsr compare experiments/sweeps/sokoban_grpo_sft.yaml
     --arm none --seed 1 --out /tmp/cell`, and compare its results.csv row.
+    Run dirs stay on the machine that made them: to continue a committed grid
+    elsewhere, add --keep-recorded, and only the cells results.csv lacks train.
     """
     from tsr_cli import compare
     from tsr_cli.executors import make_executor
@@ -290,7 +295,7 @@ def compare_cmd(
             _print_status(spec, target)
             return
         with stop_on_ctrl_c():  # a `start:` trains here first; Ctrl-C saves it for resume
-            planned = [] if table_only else compare.plan(spec, target)
+            planned = [] if table_only else compare.plan(spec, target, keep_recorded=keep_recorded)
         runs = [] if table_only else compare.select(planned, arms, seeds)
         for run in runs:  # every cell's env args, before the first cell trains
             check_instances(run.cfg)
@@ -301,7 +306,8 @@ def compare_cmd(
                 failed = _run_cells(spec, runs, planned, target, engine)
         except (Interrupted, RunFault) as exc:  # re-running the sweep resumes it, cell by cell
             exc.resume = " ".join(["tsr compare", str(sweep), *(["--out", str(out_dir)] if out_dir else []),
-                                   *(f"--arm {arm}" for arm in arms), *(f"--seed {s}" for s in seeds)])
+                                   *(f"--arm {arm}" for arm in arms), *(f"--seed {s}" for s in seeds),
+                                   *(["--keep-recorded"] if keep_recorded else [])])
             raise
         if failed:
             err.print(f"{failed} of {len(runs)} runs failed; run the same command again to retry them "

@@ -17,7 +17,9 @@ arm's success) and compute (generated tokens, real and simulated env steps,
 wall time). The cells train one after another in this process or, with
 `--executor ray`, side by side as Ray tasks (tsr_cli.executors); the outputs
 are the same. Other `tsr compare` processes may share OUT, each with its own
-cells (`_locked`).
+cells (`_locked`). Run dirs stay on the machine that trained them; with
+`--keep-recorded` a sweep continues on another machine (or a fresh clone) from
+the rows OUT/results.csv holds, training only the cells it lacks.
 
     OUT/start/                    the start's run directory (committed: a start trained
                                   again on another CPU kind is another start)
@@ -38,7 +40,7 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -80,7 +82,8 @@ RESULT_COLUMNS = ["arm", "env", "algo", "search", "seed", *SUMMARY_KEYS, "start"
 # ------------------------------------------------------------------ running it
 @dataclass(frozen=True)
 class PlannedRun:
-    """One arm x seed, with what is on disk: `done`, `resume` (started, unfinished) or `new`."""
+    """One arm x seed, with what is on disk: `done`, `resume` (started, unfinished), `new`, or
+    `recorded` (no run dir, a row in OUT/results.csv, kept: `plan(..., keep_recorded=True)`)."""
 
     arm: str
     seed: int
@@ -96,11 +99,15 @@ def run_dir(out: Path, arm: str, seed: int) -> Path:
     return Path(out) / "runs" / f"{arm}-s{seed}"
 
 
-def plan(sweep: Sweep, out: Path, on_start=None) -> list[PlannedRun]:
+def plan(sweep: Sweep, out: Path, on_start=None, keep_recorded: bool = False) -> list[PlannedRun]:
     """Every arm x seed in order, with its state; run dirs are checked before anything trains.
 
     A sweep with a `start:` has it trained first (once; `on_start(path)` is
     called when that begins), since every arm's config names its checkpoint.
+    With `keep_recorded`, a cell without a run dir whose row OUT/results.csv
+    holds is `recorded`: its row is kept and it is not trained again (a grid
+    committed from another machine, whose run dirs stay there). Without it
+    such a cell is `new` and trains again, as a reproduction should.
     """
     start = start_checkpoint(sweep, out, on_start) if sweep.start is not None else None
     start_id = start_fingerprint(start) if start is not None else None
@@ -109,7 +116,20 @@ def plan(sweep: Sweep, out: Path, on_start=None) -> list[PlannedRun]:
         for seed in sweep.arm_seeds(arm):
             cfg = sweep.config(arm, seed, run_dir(out, arm.name, seed), start, start_id)
             runs.append(PlannedRun(arm.name, seed, cfg, _state(cfg)))
+    if keep_recorded:
+        recorded = recorded_cells(out)
+        runs = [replace(run, state="recorded")
+                if run.state == "new" and (run.arm, run.seed) in recorded else run for run in runs]
     return runs
+
+
+def recorded_cells(out: Path) -> set[tuple[str, int]]:
+    """The (arm, seed) cells OUT/results.csv holds a row of."""
+    path = Path(out) / "results.csv"
+    if not path.is_file():
+        return set()
+    rows = read_results(path)
+    return set(zip(rows["arm"], rows["seed"].astype(int)))
 
 
 def start_checkpoint(sweep: Sweep, out: Path, on_start=None) -> Path:
@@ -312,13 +332,13 @@ def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[float], None
     """
     executor = executor or LocalExecutor()
     cells = cells or [(run.arm, run.seed) for run in runs]
-    todo = [run for run in runs if run.state != "done"]
+    todo = [run for run in runs if run.state not in ("done", "recorded")]  # recorded rows are kept
     rerun = {(run.arm, run.seed) for run in todo}
     with _results_lock(out):
         rows = _kept_rows(out, cells, rerun)
     _check_same_start(rows, runs, out)
     finished = [CellResult(run, summary=_summary(run)) for run in runs if run.state == "done"]
-    advance(len(finished))
+    advance(len(runs) - len(todo))
     unfinished = executor.run(todo, train_run, advance)
     results, mine = [], {}
     for result in itertools.chain(finished, unfinished):

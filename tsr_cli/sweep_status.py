@@ -3,7 +3,8 @@
 A sweep on this machine runs for days and across sessions, so before starting
 or resuming one a user wants to know what is done and what is left. Per cell
 (arm x seed): its state (`done`; `running`, being trained by a `tsr compare` now;
-`resume`, started and stopped; `new`), the steps it has logged of
+`resume`, started and stopped; `recorded`, a row in OUT/results.csv without its
+run dir, made on another machine; `new`), the steps it has logged of
 its total, its last held-out success, and the seconds it has taken so far:
 the last `wall_seconds` of its `metrics.jsonl`, which sums every step's
 timings (training and the periodic held-out evaluations) across resumes; the
@@ -36,11 +37,14 @@ COLUMNS = ["arm", "seed", "state", "step", "steps", "success", "seconds", "secon
 def cell_status(sweep: Sweep, out: Path) -> pd.DataFrame:
     """One row per cell (the start first, when the sweep has one), in sweep order."""
     rows = [_start_row(Path(out) / "start")] if sweep.start is not None else []
+    recorded = _recorded_rows(Path(out) / "results.csv")
     for arm in sweep.arms:
         for seed in sweep.arm_seeds(arm):
             steps = sweep.config(arm, seed).trainer.steps
-            rows.append({"arm": arm.name, "seed": seed, "steps": steps,
-                         **_run_progress(run_dir(out, arm.name, seed))})
+            progress = _run_progress(run_dir(out, arm.name, seed))
+            if progress["state"] == "new" and (arm.name, seed) in recorded:
+                progress = _recorded_progress(recorded[arm.name, seed])
+            rows.append({"arm": arm.name, "seed": seed, "steps": steps, **progress})
     frame = pd.DataFrame(rows, columns=COLUMNS[:-1])
     frame["seconds_left"] = _estimates(frame)
     return frame
@@ -59,6 +63,19 @@ def _run_progress(directory: Path) -> dict:
             "step": trained[-1]["step"] if trained else 0,
             "success": evaluated[-1]["val_success_rate"] if evaluated else math.nan,
             "seconds": float(seconds)}
+
+
+def _recorded_rows(path: Path) -> dict:
+    """OUT/results.csv's rows by (arm, seed); empty without the file."""
+    if not path.is_file():
+        return {}
+    return {(row["arm"], int(row["seed"])): row for row in read_results(path).to_dict("records")}
+
+
+def _recorded_progress(row: dict) -> dict:
+    """A cell finished elsewhere: its results.csv row, without its run dir (`--keep-recorded`)."""
+    return {"state": "recorded", "step": int(row["steps"]), "success": float(row["final_val_success_rate"]),
+            "seconds": float(row["wall_seconds"])}
 
 
 def _start_row(directory: Path) -> dict:
@@ -96,7 +113,7 @@ def _estimates(frame: pd.DataFrame) -> pd.Series:
 def totals(frame: pd.DataFrame) -> dict:
     """cells, done, seconds spent, and seconds left (NaN when some unfinished arm is unmeasured)."""
     cells = frame[frame["arm"] != "(start)"]
-    return {"cells": len(cells), "done": int((cells["state"] == "done").sum()),
+    return {"cells": len(cells), "done": int(cells["state"].isin(["done", "recorded"]).sum()),
             "seconds": float(frame["seconds"].sum()),
             "seconds_left": float(frame["seconds_left"].sum(min_count=len(frame)))}
 
