@@ -58,6 +58,11 @@ test-vllm: $(VLLM_STAMP)
 SCALE ?= cpu
 # EXECUTOR=ray runs two cells at once on a 2-core machine (`tsr compare --executor ray`).
 EXECUTOR ?= local
+# KEEP_RECORDED=1 continues the committed grids on this machine: cells results.csv already
+# has a row of are kept, not trained again (`tsr compare --keep-recorded`); by default a
+# fresh clone trains every cell again, since run dirs are not committed.
+KEEP_RECORDED ?=
+COMPARE_KEEP := $(if $(filter 1 yes true,$(KEEP_RECORDED)),--keep-recorded)
 SWEEPS_cpu := $(filter-out experiments/sweeps/toy.yaml experiments/sweeps/paper_%.yaml experiments/sweeps/vllm_%.yaml,\
                             $(wildcard experiments/sweeps/*.yaml))
 # Sweeps that generate with vLLM (policy.backend: vllm) run with $(VLLM_VENV)'s tsr.
@@ -69,10 +74,10 @@ SWEEPS_paper := $(wildcard experiments/sweeps/paper_*.yaml)
 reproduce: setup $(if $(SWEEPS_vllm_$(SCALE)),$(VLLM_STAMP))
 	@test -n "$(SWEEPS_$(SCALE))" || { echo "make reproduce: SCALE must be cpu or paper" >&2; exit 2; }
 	set -e; for sweep in $(SWEEPS_$(SCALE)); do \
-	  $(VENV)/bin/tsr compare $$sweep --out results/$$(basename $$sweep .yaml) --executor $(EXECUTOR); \
+	  $(VENV)/bin/tsr compare $$sweep --out results/$$(basename $$sweep .yaml) --executor $(EXECUTOR) $(COMPARE_KEEP); \
 	done
 	set -e; for sweep in $(SWEEPS_vllm_$(SCALE)); do \
-	  VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/tsr compare $$sweep --out results/$$(basename $$sweep .yaml); \
+	  VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_VENV)/bin/tsr compare $$sweep --out results/$$(basename $$sweep .yaml) $(COMPARE_KEEP); \
 	done
 	$(VENV)/bin/python -m tsr_cli.report   # README's results block from results/*/table.md
 

@@ -139,6 +139,16 @@ def test_keep_recorded_continues_a_committed_grid_without_its_run_dirs(toy_out, 
     assert (out / "table.md").read_text().count("\n| none") == 1  # none's curve from the saved curves.csv
 
 
+@pytest.mark.parametrize("knob, flag", [("", False), ("KEEP_RECORDED=1", True)])
+def test_make_reproduce_keeps_recorded_cells_only_when_asked(knob, flag):
+    import subprocess
+
+    dry = subprocess.run(["make", "-n", "reproduce", *([knob] if knob else [])], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    compares = [line for line in dry.splitlines() if "tsr compare" in line]
+    assert compares and all(("--keep-recorded" in line) == flag for line in compares)
+
+
 def test_one_cell_reruns_to_the_same_numbers(toy_out, tmp_path):
     """`--arm A --seed S` into a new directory reproduces that cell of the sweep exactly.
 
