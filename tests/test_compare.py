@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from tsr_cli import compare
 from tsr_cli.cli import main
 from tsr_cli.errors import Interrupted
+from tsr_cli.executors import CellBusy
 from tsr_cli.sft import load_sft_config
 from tsr_cli.train.config import dump_config, load_config
 from tsr_cli.train.run import read_metrics
@@ -219,6 +220,29 @@ def test_two_compares_on_one_out_keep_each_others_rows(toy_out, tmp_path, monkey
     assert list(after["arm"]) == ["none", "beam"]
     timing = ["run_dir", "wall_seconds"]  # the rest are the cells' numbers, as one process made them
     pd.testing.assert_frame_equal(after.drop(columns=timing), pd.read_csv(toy_out[0] / "results.csv").drop(columns=timing))
+
+
+def test_a_cell_another_compare_finished_while_this_one_found_it_busy_keeps_its_row(toy_out, tmp_path,
+                                                                                   monkeypatch):
+    """Two `tsr compare` on one OUT, both planning `none` as new: the other one trains it; this
+    one finds it locked (a failure here) and then finishes `beam`. Its rewrite of results.csv
+    must keep the row the other process wrote for `none`."""
+    out = tmp_path / "copy"
+    shutil.copytree(toy_out[0], out)
+    for name in ("runs/none-s0", "runs/beam-s0", "results.csv"):
+        shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+    real, other = compare.train_run, []
+
+    def busy_because_another_process_trained_it(run, advance):
+        if run.arm == "none" and not other:
+            other.append(run)
+            assert main(["compare", str(TOY), "--arm", "none", "--out", str(out)]) == 0
+            raise CellBusy(f"{run.dir} is being trained by another tsr compare")
+        return real(run, advance)
+
+    monkeypatch.setattr(compare, "train_run", busy_because_another_process_trained_it)
+    assert main(["compare", str(TOY), "--out", str(out)]) == 1  # none failed here
+    assert list(pd.read_csv(out / "results.csv")["arm"]) == ["none", "beam"]
 
 
 def test_a_cell_another_compare_is_training_is_left_to_it(toy_out, tmp_path, capsys):

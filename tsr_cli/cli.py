@@ -343,7 +343,7 @@ def _run_cells(spec, runs, planned, target: Path, engine) -> int:
     def report(result) -> None:
         results.append(result)
         err.print(_cell_line(result), markup=False, highlight=False, soft_wrap=True)
-        if result.ok and result.run.state != "done":  # tables follow the sweep, cell by cell
+        if result.run.state != "done" and not result.busy:  # tables follow results.csv, cell by cell
             try:
                 compare.write_outputs(spec, target)
             except FileNotFoundError as exc:

@@ -58,7 +58,7 @@ from tsr_cli.tables import (  # noqa: F401  (re-exported: the sweep API)
     threshold_target,
     to_markdown,
 )
-from tsr_cli.executors import CellResult, LocalExecutor
+from tsr_cli.executors import CellBusy, CellResult, LocalExecutor
 from tsr_cli.sft import expert_success
 from tsr_cli.sweep_file import (  # noqa: F401  (re-exported: the sweep API)
     Arm,
@@ -280,8 +280,8 @@ def _locked(path: Path, wait: bool = True):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            raise SweepError(f"{path.parent / path.name.removeprefix('.lock-')} is being trained by another "
-                             "tsr compare; let it finish, or run other cells") from None
+            raise CellBusy(f"{path.parent / path.name.removeprefix('.lock-')} is being trained by another "
+                           "tsr compare; let it finish, or run other cells") from None
         try:
             yield
         finally:
@@ -324,40 +324,44 @@ def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[float], None
     results.csv is rewritten as each run finishes, in sweep order, so it holds
     what finished whatever the executor's order. `advance` counts runs.
     `cells` are the sweep's (arm, seed) pairs in sweep order (default: the
-    runs'). Rows of those cells already in OUT/results.csv and not among
-    `runs` are kept, so re-running one selected cell does not drop the others;
-    a finished run's row is rebuilt from its summary and keeps the columns the
-    table stage derived (`write_outputs` recomputes them); a run that fails
-    leaves no row, so the next sweep runs it again.
+    runs'). Rows of those cells already in OUT/results.csv stay until this
+    process finishes the cell (its new row replaces the old) or fails on it
+    (the old row goes, so the next sweep runs it again): re-running one
+    selected cell does not drop the others, and a cell that another `tsr
+    compare` on OUT was training (busy here) keeps the row that process wrote.
+    A finished run's row is rebuilt from its summary and keeps the columns the
+    table stage derived (`write_outputs` recomputes them).
     """
     executor = executor or LocalExecutor()
     cells = cells or [(run.arm, run.seed) for run in runs]
     todo = [run for run in runs if run.state not in ("done", "recorded")]  # recorded rows are kept
-    rerun = {(run.arm, run.seed) for run in todo}
-    with _results_lock(out):
-        rows = _kept_rows(out, cells, rerun)
+    with _results_lock(out):  # the rows the runs to train will replace are not checked
+        rows = _kept_rows(out, cells, {(run.arm, run.seed) for run in todo})
     _check_same_start(rows, runs, out)
     finished = [CellResult(run, summary=_summary(run)) for run in runs if run.state == "done"]
     advance(len(runs) - len(todo))
     unfinished = executor.run(todo, train_run, advance)
-    results, mine = [], {}
+    results, mine, failed = [], {}, set()
     for result in itertools.chain(finished, unfinished):
+        cell = (result.run.arm, result.run.seed)
         if result.ok:
-            cell = (result.run.arm, result.run.seed)
             row = result_row(result.run, result.summary)
             if result.run.state == "done":  # what the table stage derived stays
                 row.update({key: value for key, value in rows.get(cell, {}).items()
                             if key not in row or key == "steps_to_threshold"})
             mine[cell] = row
+        elif not result.busy:
+            failed.add(cell)
+        if result.ok or cell in failed:
             with _results_lock(out):  # rows another tsr compare wrote meanwhile stay
-                write_results(_in_order({**_kept_rows(out, cells, rerun), **mine}, cells), out)
+                write_results(_in_order({**_kept_rows(out, cells, failed), **mine}, cells), out)
         on_result(result)
         results.append(result)
     return results
 
 
-def _kept_rows(out: Path, cells: list[tuple[str, int]], rerun: set[tuple[str, int]]) -> dict:
-    """OUT/results.csv's rows of the sweep's cells, less those of the cells this sweep re-runs."""
+def _kept_rows(out: Path, cells: list[tuple[str, int]], rerun: set[tuple[str, int]] = frozenset()) -> dict:
+    """OUT/results.csv's rows of the sweep's cells, less those of the cells in `rerun`."""
     path = Path(out) / "results.csv"
     if not path.is_file():
         return {}

@@ -46,6 +46,10 @@ NICENESS = "RAY_worker_niceness"
 RAY_EXTRA = "--executor ray needs Ray: pip install 'tsr[ray]' (in a clone: pip install -e '.[ray]')"
 
 
+class CellBusy(RuntimeError):
+    """Another `tsr compare` on the same OUT holds this cell's lock: it is that process's to train."""
+
+
 @dataclass(frozen=True)
 class CellResult:
     """One finished cell: its planned run and either the run's summary or the error's last line."""
@@ -53,6 +57,8 @@ class CellResult:
     run: Any
     summary: dict | None = None
     error: str | None = None
+    #: it failed because another `tsr compare` was training it (CellBusy): its row is that one's
+    busy: bool = False
     #: the checkpoint step it continued from (a resumed or retried cell); None: from the start
     resumed_from: int | None = None
     #: where it trained, when that was not this machine's filesystem (files were copied back)
@@ -61,6 +67,10 @@ class CellResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @classmethod
+    def failed(cls, run: Any, exc: BaseException) -> "CellResult":
+        return cls(run, error=error_line(exc), busy=isinstance(exc, CellBusy))
 
 
 def error_line(exc: BaseException) -> str:
@@ -107,7 +117,7 @@ class LocalExecutor:
             except StoppedRun:  # Ctrl-C or a full disk stops the sweep, resumable
                 raise
             except Exception as exc:  # noqa: BLE001 - a cell's failure must not stop the others
-                result = CellResult(run, error=error_line(exc))
+                result = CellResult.failed(run, exc)
             advance(max(0.0, 1 - sum(moved)))
             yield result
 
@@ -203,9 +213,9 @@ class RayExecutor:
         try:
             summary, files, node, resumed = self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as exc:  # the cell raised: report its own error
-            return CellResult(run, error=error_line(exc.cause or exc))
+            return CellResult.failed(run, exc.cause or exc)
         except self.ray.exceptions.RayError as exc:  # its worker or node died more than RAY_RETRIES times
-            return CellResult(run, error=error_line(exc))
+            return CellResult.failed(run, exc)
         copied = mirror(Path(run.dir), files)
         return CellResult(run, summary=summary, resumed_from=resumed, copied_from=node if copied else None)
 
