@@ -117,19 +117,18 @@ def plan(sweep: Sweep, out: Path, on_start=None, keep_recorded: bool = False) ->
             cfg = sweep.config(arm, seed, run_dir(out, arm.name, seed), start, start_id)
             runs.append(PlannedRun(arm.name, seed, cfg, _state(cfg)))
     if keep_recorded:
-        recorded = recorded_cells(out)
+        recorded = recorded_rows(out)
         runs = [replace(run, state="recorded")
                 if run.state == "new" and (run.arm, run.seed) in recorded else run for run in runs]
     return runs
 
 
-def recorded_cells(out: Path) -> set[tuple[str, int]]:
-    """The (arm, seed) cells OUT/results.csv holds a row of."""
+def recorded_rows(out: Path) -> dict[tuple[str, int], dict]:
+    """OUT/results.csv's rows by (arm, seed) cell; empty without the file."""
     path = Path(out) / "results.csv"
     if not path.is_file():
-        return set()
-    rows = read_results(path)
-    return set(zip(rows["arm"], rows["seed"].astype(int)))
+        return {}
+    return {(row["arm"], int(row["seed"])): row for row in read_results(path).to_dict("records")}
 
 
 def start_checkpoint(sweep: Sweep, out: Path, on_start=None) -> Path:
@@ -362,12 +361,7 @@ def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[float], None
 
 def _kept_rows(out: Path, cells: list[tuple[str, int]], rerun: set[tuple[str, int]] = frozenset()) -> dict:
     """OUT/results.csv's rows of the sweep's cells, less those of the cells in `rerun`."""
-    path = Path(out) / "results.csv"
-    if not path.is_file():
-        return {}
-    rows = {(row["arm"], int(row["seed"])): row
-            for row in read_results(path).to_dict("records")}
-    return {cell: row for cell, row in rows.items() if cell in cells and cell not in rerun}
+    return {cell: row for cell, row in recorded_rows(out).items() if cell in cells and cell not in rerun}
 
 
 def _check_same_start(rows: dict, runs: list[PlannedRun], out: Path) -> None:

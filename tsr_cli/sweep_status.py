@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
-from tsr_cli.compare import is_training, read_results, run_dir
+from tsr_cli.compare import is_training, read_results, recorded_rows, run_dir
 from tsr_cli.sweep_file import Sweep
 from tsr_cli.train.run import read_metrics
 
@@ -37,7 +37,7 @@ COLUMNS = ["arm", "seed", "state", "step", "steps", "success", "seconds", "secon
 def cell_status(sweep: Sweep, out: Path) -> pd.DataFrame:
     """One row per cell (the start first, when the sweep has one), in sweep order."""
     rows = [_start_row(Path(out) / "start")] if sweep.start is not None else []
-    recorded = _recorded_rows(Path(out) / "results.csv")
+    recorded = recorded_rows(out)
     for arm in sweep.arms:
         for seed in sweep.arm_seeds(arm):
             steps = sweep.config(arm, seed).trainer.steps
@@ -63,13 +63,6 @@ def _run_progress(directory: Path) -> dict:
             "step": trained[-1]["step"] if trained else 0,
             "success": evaluated[-1]["val_success_rate"] if evaluated else math.nan,
             "seconds": float(seconds)}
-
-
-def _recorded_rows(path: Path) -> dict:
-    """OUT/results.csv's rows by (arm, seed); empty without the file."""
-    if not path.is_file():
-        return {}
-    return {(row["arm"], int(row["seed"])): row for row in read_results(path).to_dict("records")}
 
 
 def _recorded_progress(row: dict) -> dict:
