@@ -351,7 +351,7 @@ def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[float], None
             mine[cell] = row
         elif not result.busy:
             failed.add(cell)
-        if result.ok or cell in failed:
+        if not result.busy:  # a busy cell's row is the other process's to write
             with _results_lock(out):  # rows another tsr compare wrote meanwhile stay
                 write_results(_in_order({**_kept_rows(out, cells, failed), **mine}, cells), out)
         on_result(result)
@@ -359,7 +359,7 @@ def run_sweep(runs: list[PlannedRun], out: Path, advance: Callable[[float], None
     return results
 
 
-def _kept_rows(out: Path, cells: list[tuple[str, int]], rerun: set[tuple[str, int]] = frozenset()) -> dict:
+def _kept_rows(out: Path, cells: list[tuple[str, int]], rerun: set[tuple[str, int]]) -> dict:
     """OUT/results.csv's rows of the sweep's cells, less those of the cells in `rerun`."""
     return {cell: row for cell, row in recorded_rows(out).items() if cell in cells and cell not in rerun}
 
